@@ -1,0 +1,20 @@
+"""Test configuration: never reach the network, and find the repo's modules and ../shared."""
+
+import os
+import sys
+from pathlib import Path
+
+# Before anything imports huggingface_hub / transformers / datasets: every test runs offline.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))
+
+# NLTK's punkt_tab from ../shared, when there, so word counts are nltk.word_tokenize's own.
+if (SHARED / "nltk_data").is_dir():
+    os.environ.setdefault("NLTK_DATA", str(SHARED / "nltk_data"))
