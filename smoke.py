@@ -1,0 +1,110 @@
+"""A tiny random-weight Qwen2 model with a home-made ChatML tokenizer, built offline in about a second.
+
+It is what `train.py --smoke`, `evaluate.py --smoke`, the tests and the CPU benchmarks run on: the real
+code paths at toy size, with no download. The shipped GSM8K-format problems live in samples/gsm8k/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prompts import SYSTEM_PROMPT
+
+REPO_DIR = Path(__file__).resolve().parent
+SAMPLE_DATA_DIR = REPO_DIR / "samples" / "gsm8k"
+
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2's pre-tokenizer split, so tokens look like the real model's (numbers one digit at a time).
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Qwen2.5-0.5B-Instruct's shape; the tiny default keeps its proportions (GQA, tied embeddings).
+QWEN25_05B_SHAPE = dict(
+    hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+    vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768,
+)
+TINY_SHAPE = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    tie_word_embeddings=True, max_position_embeddings=2048,
+)
+
+
+def _tokenizer_corpus() -> list[str]:
+    texts = [SYSTEM_PROMPT, "<reasoning> </reasoning> <validate> </validate> <answer> </answer> wait but rethink"]
+    for path in sorted(SAMPLE_DATA_DIR.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            texts += [row["question"], row["answer"]]
+    texts.append(" ".join(str(i) for i in range(10)) + " + - * / = $ , . ? ! ( ) %")
+    return texts
+
+
+def build_tiny_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained on the prompt and sample problems, with ChatML special tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=32768,
+    )
+
+
+def build_qwen2_model(tokenizer, shape: dict | None = None, seed: int = 0, dtype=None):
+    """A randomly initialised Qwen2ForCausalLM of the given shape (default: tiny), sized to the tokenizer."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    shape = dict(shape or TINY_SHAPE)
+    shape.setdefault("vocab_size", len(tokenizer))
+    shape["vocab_size"] = max(shape["vocab_size"], len(tokenizer))
+    config = Qwen2Config(
+        **shape,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def build_tiny_model(output_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2 model and its tokenizer to `output_dir` (loadable by from_pretrained)."""
+    output_dir = Path(output_dir)
+    if (output_dir / "config.json").exists() and (output_dir / "tokenizer.json").exists():
+        return output_dir
+    tokenizer = build_tiny_tokenizer()
+    model = build_qwen2_model(tokenizer, seed=seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
