@@ -1,0 +1,123 @@
+"""Model loading for training: Unsloth + vLLM on a CUDA GPU, transformers + PEFT everywhere else.
+
+Both return `(model, tokenizer, peft_config)` ready for GRPOTrainer:
+- `unsloth`: the blog's path. FastLanguageModel loads the model with an in-process vLLM engine
+  (fast_inference) and adds LoRA itself, so peft_config is None (a PeftModel plus peft_config is an error
+  in trl). Importing unsloth patches trl's GRPOTrainer, which then generates with that engine.
+- `hf`: a transformers model plus a LoRA `peft_config` that GRPOTrainer applies; generation through
+  trl's colocated vLLM when it is available, plain `generate` otherwise.
+Heavy imports live inside the functions: nothing here loads torch until a backend is used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+BACKENDS = ("auto", "unsloth", "hf")
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot run on this machine (one-line message)."""
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA GPU."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def bf16_supported() -> bool:
+    """True when the GPU can train in bf16 (Ampere and newer)."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def is_installed(package: str) -> bool:
+    """True when `package` can be imported, checked without importing it."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ValueError:  # already imported without a spec (a stand-in module)
+        return True
+
+
+def resolve_backend(requested: str, smoke: bool = False) -> tuple[str, str]:
+    """Pick the training backend; returns (name, why). Asking for an impossible one is a BackendError."""
+    if requested not in BACKENDS:
+        raise BackendError(f"unknown backend '{requested}'; choose from: {', '.join(BACKENDS)}")
+    has_cuda = cuda_available()
+    has_unsloth = is_installed("unsloth")
+    if requested == "unsloth":
+        if not has_cuda:
+            raise BackendError("backend 'unsloth' needs a CUDA GPU, and torch sees none (use --backend hf)")
+        if not has_unsloth:
+            raise BackendError("backend 'unsloth' needs unsloth and vllm: pip install -r requirements.txt")
+        return "unsloth", "requested with --backend unsloth"
+    if requested == "hf":
+        return "hf", "requested with --backend hf"
+    if smoke:
+        return "hf", "smoke run: tiny model on CPU"
+    if has_cuda and has_unsloth:
+        return "unsloth", "CUDA GPU and unsloth found"
+    if not has_cuda:
+        return "hf", "no CUDA GPU: transformers + PEFT"
+    return "hf", "unsloth is not installed: transformers + PEFT"
+
+
+def load_unsloth(script_args: Any, training_args: Any) -> tuple[Any, Any, None]:
+    """The blog's model: FastLanguageModel with vLLM fast inference, then Unsloth's LoRA."""
+    from unsloth import FastLanguageModel
+
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=script_args.model_name_or_path,
+        max_seq_length=script_args.max_seq_length,
+        load_in_4bit=script_args.load_in_4bit,
+        fast_inference=True,
+        max_lora_rank=script_args.lora_r,
+        gpu_memory_utilization=script_args.gpu_memory_utilization,
+    )
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=script_args.lora_r,
+        target_modules=list(script_args.lora_target_modules),
+        lora_alpha=script_args.lora_alpha,
+        use_gradient_checkpointing="unsloth",
+        random_state=training_args.seed,
+    )
+    return model, tokenizer, None
+
+
+def load_hf(script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
+    """A transformers model (optionally 4-bit) and the LoRA config GRPOTrainer will apply."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if training_args.bf16 else torch.float32}
+    if script_args.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=model_kwargs["dtype"]
+        )
+        model_kwargs["device_map"] = {"": 0}
+    # The Trainer moves an unquantized model to the training device itself.
+    model = AutoModelForCausalLM.from_pretrained(script_args.model_name_or_path, **model_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    peft_config = LoraConfig(
+        r=script_args.lora_r,
+        lora_alpha=script_args.lora_alpha,
+        target_modules=list(script_args.lora_target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return model, tokenizer, peft_config
+
+
+def load_model(backend: str, script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
+    """Load (model, tokenizer, peft_config) with the resolved backend."""
+    loader = load_unsloth if backend == "unsloth" else load_hf
+    return loader(script_args, training_args)

@@ -1,0 +1,263 @@
+"""train.py end to end on CPU with the tiny model: real GRPO steps, outputs, resume, Ctrl-C, bad input."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from helpers import run_script
+
+import backends
+import train
+
+pytestmark = pytest.mark.slow
+
+
+def metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One `train.py --smoke` run shared by the tests that only read its outputs."""
+    output_dir = tmp_path_factory.mktemp("smoke") / "run"
+    result = run_script("train.py", "--smoke", "--output_dir", output_dir, "--save_merged")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output_dir
+
+
+def test_smoke_run_trains_real_steps_and_logs_rewards(smoke_run):
+    steps = [m for m in metrics(smoke_run) if "loss" in m]
+    assert [m["step"] for m in steps] == [1, 2, 3, 4]
+    for entry in steps:
+        assert math.isfinite(entry["loss"]) and math.isfinite(entry["grad_norm"])
+        assert "rewards/custom_reward_func/mean" in entry and "completions/mean_length" in entry
+        assert entry["kl"] >= 0  # beta 0.04 from the recipe: the KL term is computed
+
+
+def test_smoke_run_writes_adapter_config_and_checkpoints(smoke_run):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "run_config.json"):
+        assert (smoke_run / name).is_file(), name
+    assert sorted(p.name for p in smoke_run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    config = json.loads((smoke_run / "run_config.json").read_text())
+    assert config["backend"] == "hf"
+    assert config["training"]["learning_rate"] == 1e-3 and config["training"]["beta"] == 0.04
+    assert config["script"]["reward_funcs"] == ["custom"]
+
+
+def test_adapter_reloads_with_plain_peft_and_generates(smoke_run):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter_config = json.loads((smoke_run / "adapter_config.json").read_text())
+    base = AutoModelForCausalLM.from_pretrained(adapter_config["base_model_name_or_path"])
+    model = PeftModel.from_pretrained(base, smoke_run)
+    tokenizer = AutoTokenizer.from_pretrained(smoke_run)
+    assert adapter_config["r"] == 8 and set(adapter_config["target_modules"]) >= {"q_proj", "down_proj"}
+    inputs = tokenizer("Tom has 3 apples.", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_merged_model_loads_without_peft(smoke_run):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smoke_run / "merged")
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_resume_continues_at_the_right_step(tmp_path):
+    out = tmp_path / "run"
+    first = run_script("train.py", "--smoke", "--output_dir", out, "--max_steps", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (out / "checkpoint-2").is_dir()
+    again = run_script("train.py", "--smoke", "--output_dir", out, "--max_steps", "4")
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    resumed = run_script("train.py", "--smoke", "--output_dir", out, "--max_steps", "4", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout and "checkpoint-2" in resumed.stdout
+    assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2, 3, 4]
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+
+
+def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "--smoke", "--output_dir", str(out), "--max_steps", "100000",
+         "--save_steps", "100000"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    assert (out / "metrics.jsonl").exists(), "training did not start"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Interrupted" in stderr
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "optimizer.pt").is_file()
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_accelerate_two_processes(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"), "--smoke", "--output_dir",
+         str(out), "--max_steps", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
+    assert result.stdout.count("done: 2 steps") == 1  # printed by the main process only
+
+
+def test_custom_reward_from_a_file(tmp_path):
+    reward_file = tmp_path / "my_reward.py"
+    reward_file.write_text("def length_reward(completions, **kwargs):\n    return [float(len(str(c))) for c in completions]\n")
+    out = tmp_path / "run"
+    result = run_script(
+        "train.py", "--smoke", "--output_dir", out, "--max_steps", "1",
+        "--reward_funcs", "custom", f"{reward_file}:length_reward", "--reward_weights", "1.0", "0.5",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rewards/length_reward/mean" in metrics(out)[0]
+
+
+# --- bad input: one line, exit code 2, before any model loads ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--reward_funcs", "custom", "nope"], "unknown reward function(s) 'nope'; choose from: custom"),
+        (["--per_device_train_batch_size", "3"], "must be divisible by num_generations"),
+        (["--num_generations", "1", "--per_device_train_batch_size", "1"], "at least 2 generations"),
+        (["--max_prompt_length", "1000", "--max_completion_length", "100"], "exceeds max_seq_length 1024"),
+        (["--dataset_name", "/no/such/gsm8k.jsonl"], "dataset /no/such/gsm8k.jsonl: no such file or folder"),
+        (["--resume"], "--resume: no checkpoint-* folder in"),
+        (["--backend", "unsloth"], "backend 'unsloth' needs a CUDA GPU"),
+        (["--backend", "tpu"], "unknown backend 'tpu'; choose from: auto, unsloth, hf"),
+        (["--reward_funcs", "custom", "--reward_weights", "1", "2"], "2 reward_weights for 1 reward_funcs"),
+        (["--gpu_memory_utilization", "1.5"], "gpu_memory_utilization must be in (0, 1]"),
+        (["--learning_rat", "1"], "not used by the HfArgumentParser: ['--learning_rat'"),
+        (["--reward_funcs", "missing.py:fn"], "no such Python file"),
+    ],
+)
+def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
+    result = run_script("train.py", "--smoke", "--output_dir", tmp_path / "out", *args, timeout=60)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert message in lines[-1], result.stderr[-2000:]
+    assert not (tmp_path / "out" / "base-model").exists()  # failed before building/loading any model
+
+
+def test_non_writable_output_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_script("train.py", "--smoke", "--output_dir", blocker / "out", timeout=60)
+    assert result.returncode == 2 and "is not writable" in result.stderr
+
+
+def test_config_file_layers_and_unknown_keys(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("learning_rate: 0.5\nmax_steps: 7\n")
+    script_args, training_args, backend, _ = train.parse_args(["--smoke", "--config", str(good), "--max_steps", "3"])
+    assert training_args.learning_rate == 0.5  # file over the smoke defaults
+    assert training_args.max_steps == 3  # command line over the file
+    assert training_args.adam_beta2 == 0.99 and training_args.weight_decay == 0.1  # the recipe underneath
+    assert script_args.lora_r == 8 and backend == "hf"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.5\n")
+    result = run_script("train.py", "--smoke", "--config", bad, timeout=60)
+    assert result.returncode == 2 and "unknown option(s) in the config: --learning_rat" in result.stderr
+
+
+def test_recipe_defaults_are_the_blogs_run():
+    script_args, args, _, _ = train.parse_args(["--backend", "hf"])
+    assert script_args.model_name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert (script_args.lora_r, script_args.lora_alpha, script_args.max_seq_length) == (32, 64, 1024)
+    assert script_args.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (args.learning_rate, args.adam_beta1, args.adam_beta2, args.weight_decay) == (3e-5, 0.9, 0.99, 0.1)
+    assert (args.warmup_steps, args.lr_scheduler_type.value, args.max_grad_norm, args.seed) == (5, "cosine", 1.0, 1907)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_generations) == (2, 32, 2)
+    assert args.generation_batch_size == 64 and script_args.max_prompt_length == 256
+    assert (args.max_completion_length, args.num_train_epochs, args.save_steps) == (512, 1, 100)
+    assert args.output_dir == "outputs/Qwen-0.5B-GRPO"
+    # On this CPU machine the GPU-only settings are switched off rather than failing.
+    assert args.bf16 is False and args.optim.value == "adamw_torch" and args.use_vllm is False
+
+
+def test_dashed_flags_work_like_underscored_ones():
+    script_args, args, _, _ = train.parse_args(["--smoke", "--lora-r", "4", "--learning-rate", "0.25"])
+    assert script_args.lora_r == 4 and args.learning_rate == 0.25
+
+
+# --- the unsloth backend, against a stand-in module with unsloth's API --------------------------------------
+
+
+def test_unsloth_backend_makes_the_blogs_calls(monkeypatch):
+    calls = []
+
+    class FastLanguageModel:
+        @staticmethod
+        def from_pretrained(**kwargs):
+            calls.append(("from_pretrained", kwargs))
+            return "model", "tokenizer"
+
+        @staticmethod
+        def get_peft_model(model, **kwargs):
+            calls.append(("get_peft_model", {"model": model, **kwargs}))
+            return "peft-model"
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
+    script_args, training_args, _, _ = train.parse_args(["--backend", "hf"])
+    assert backends.load_unsloth(script_args, training_args) == ("peft-model", "tokenizer", None)
+    assert calls == [
+        ("from_pretrained", dict(model_name="Qwen/Qwen2.5-0.5B-Instruct", max_seq_length=1024, load_in_4bit=False,
+                                 fast_inference=True, max_lora_rank=32, gpu_memory_utilization=0.8)),
+        ("get_peft_model", dict(model="model", r=32, lora_alpha=64, use_gradient_checkpointing="unsloth",
+                                random_state=1907, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                   "gate_proj", "up_proj", "down_proj"])),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("requested", "cuda", "unsloth", "expected"),
+    [("auto", True, True, "unsloth"), ("auto", True, False, "hf"), ("auto", False, True, "hf"),
+     ("hf", True, True, "hf"), ("unsloth", True, True, "unsloth")],
+)
+def test_backend_choice(monkeypatch, requested, cuda, unsloth, expected):
+    monkeypatch.setattr(backends, "cuda_available", lambda: cuda)
+    monkeypatch.setattr(backends, "is_installed", lambda name: unsloth)
+    assert backends.resolve_backend(requested)[0] == expected
+
+
+def test_unsloth_is_imported_before_trl(tmp_path):
+    # A stand-in unsloth package records what was already imported when it was; CUDA is reported present.
+    (tmp_path / "unsloth").mkdir()
+    (tmp_path / "unsloth" / "__init__.py").write_text(
+        "import sys\nIMPORTED_FIRST = not any(m in sys.modules for m in ('trl', 'transformers', 'peft'))\n"
+    )
+    code = (
+        "import sys, backends, train\n"
+        "backends.cuda_available = lambda: True\n"
+        "train.cuda_available = lambda: True\n"
+        "s, t, backend, notes = train.parse_args(['--learning_rate', '1e-5'])\n"
+        "import unsloth\n"
+        "print(backend, unsloth.IMPORTED_FIRST)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split()[-2:] == ["unsloth", "True"], result.stderr[-2000:]
