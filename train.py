@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     if script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path:
         from smoke import build_tiny_model
 
-        script_args.model_name_or_path = str(build_tiny_model(Path(training_args.output_dir) / "base-model"))
+        script_args.model_name_or_path = str(build_tiny_model(Path(training_args.output_dir).resolve() / "base-model"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
     except OSError as error:

@@ -24,15 +24,6 @@ def metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
-    """One `train.py --smoke` run shared by the tests that only read its outputs."""
-    output_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result = run_script("train.py", "--smoke", "--output_dir", output_dir, "--save_merged")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output_dir
-
-
 def test_smoke_run_trains_real_steps_and_logs_rewards(smoke_run):
     steps = [m for m in metrics(smoke_run) if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2, 3, 4]
@@ -121,6 +112,15 @@ def test_accelerate_two_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
     assert result.stdout.count("done: 2 steps") == 1  # printed by the main process only
+
+
+def test_evaluate_scores_the_adapter_train_wrote_against_its_base(smoke_run, tmp_path):
+    result = run_script("evaluate.py", "--checkpoint", smoke_run, "--smoke", "--limit", "4", "--output_dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["models"]) == {"base", "tuned"} and summary["models"]["tuned"]["n"] == 4
+    assert summary["settings"]["base_model"] == str(smoke_run / "base-model")
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:3]] == ["base", "tuned"]
 
 
 def test_custom_reward_from_a_file(tmp_path):

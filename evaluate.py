@@ -1,0 +1,461 @@
+"""Score a model on GSM8K the way the reference blog did: greedy decoding, the training prompt, the <answer> tag.
+
+    # GPU (vLLM when installed, else transformers): the base model on all 1319 test problems
+    python evaluate.py
+    # base vs tuned, side by side: a LoRA adapter from train.py, or a merged full model folder
+    python evaluate.py --checkpoint outputs/Qwen-0.5B-GRPO/checkpoint-233
+    # CPU smoke run: a tiny random model on the shipped sample problems, offline, in seconds
+    python evaluate.py --smoke
+    # offline GSM8K copy, first 100 problems, transformers backend
+    python evaluate.py --dataset_name path/to/gsm8k/ --limit 100 --backend hf
+
+What it measures, per example and in total (`score_completion`):
+    strict     the blog's metric: the text in the first <answer>...</answer> equals the gold answer exactly
+               (rewards.is_correct on rewards.extract_xml_answer: the reward's own check)
+    numeric    the <answer> text read as a number equals the gold number ("1,450" == "1450", "18.0" == "18")
+    flexible   the last number anywhere in the completion equals the gold number (lm-eval's flexible-extract)
+    formatted  <reasoning>, <validate> and <answer> sections all present, in that order
+plus, per model, the mean completion tokens and the share of completions cut off at --max_new_tokens.
+
+Output, in --output_dir (default: <checkpoint>/eval with --checkpoint, eval_results/smoke with --smoke,
+else eval_results/): summary.json, and base.jsonl / tuned.jsonl with every example. The base model's results
+are cached there (base.cache.json holds what they were made with: base model, dataset, split, limit,
+max_new_tokens, system prompt, backend, device); a later run with the same settings reuses them instead of
+generating again. Delete base.cache.json to force a fresh run.
+
+Every input is checked before a model loads (exit code 2 and one line on stderr): the checkpoint folder, the
+base model (a local folder with config.json, or the Hugging Face hub / its local cache), the dataset and the
+backend. torch, transformers, peft and vllm are imported only inside functions, so `score_completion` imports
+without them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
+from generation import (
+    Completion,
+    ModelSource,
+    VllmGenerator,
+    cuda_available,
+    generate_hf,
+    is_installed,
+    resolve_backend,
+    vllm_lora_rank,
+)
+from prompts import SYSTEM_PROMPT
+from rewards import extract_xml_answer, is_correct, last_number, normalize_number
+
+PROG = "evaluate.py"
+DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+BLOG_STRICT = {"base": 0.0887, "tuned": 0.6528}  # greedy GSM8K test accuracy reported by the blog
+SMOKE_MAX_NEW_TOKENS = 32
+FORMAT_TAGS = ("reasoning", "validate", "answer")
+METRICS = ("strict", "numeric", "flexible", "formatted", "mean_tokens", "cut_off")
+
+
+@dataclass
+class EvalArguments:
+    """Command-line flags of evaluate.py (HfArgumentParser: `--max_new_tokens` and `--max-new-tokens` both work)."""
+
+    checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA adapter folder (adapter_config.json) or merged model folder (config.json) to "
+            "score next to the base model. Default: score the base model only."
+        },
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Base model, hub name or folder. Default: an adapter's base_model_name_or_path, "
+            f"else {DEFAULT_BASE_MODEL}."
+        },
+    )
+    dataset_name: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "Hub dataset or local GSM8K file/folder (columns question, answer; see data.py)."},
+    )
+    split: str = field(default="test", metadata={"help": "Dataset split to score."})
+    limit: int | None = field(default=None, metadata={"help": "Score only the first N problems. Default: all."})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Prompts per generate() call (hf backend). Default: 16 on CUDA, 8 on CPU."}
+    )
+    max_new_tokens: int = field(
+        default=512,
+        metadata={"help": f"Completion token limit (as training). --smoke default: {SMOKE_MAX_NEW_TOKENS}."},
+    )
+    backend: Literal["auto", "vllm", "hf"] = field(
+        default="auto",
+        metadata={
+            "help": "vllm: one batched vLLM call; hf: transformers generate; auto: vllm on "
+            "CUDA when installed, else hf."
+        },
+    )
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where summary.json and the JSONL files go. Default: <checkpoint>/eval, "
+            "eval_results/smoke with --smoke, else eval_results/."
+        },
+    )
+    smoke: bool = field(
+        default=False,
+        metadata={"help": "Tiny random model (smoke.build_tiny_model) on samples/gsm8k: offline, CPU, seconds."},
+    )
+
+
+class InputError(ValueError):
+    """Bad input found before any model loads; main() prints it as one line and exits with code 2."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scoring: pure functions, no torch
+
+
+def is_formatted(text: str) -> bool:
+    """True when <reasoning>, <validate> and <answer> sections (opening and closing tags) appear in that order."""
+    position = 0
+    for tag in FORMAT_TAGS:
+        for marker in (f"<{tag}>", f"</{tag}>"):
+            position = text.find(marker, position)
+            if position < 0:
+                return False
+            position += len(marker)
+    return True
+
+
+def score_completion(completion: str, gold: str) -> dict[str, bool]:
+    """Score one completion against its gold answer: strict, numeric, flexible, formatted (all bools)."""
+    answer = extract_xml_answer(completion)
+    gold_number = normalize_number(gold)
+    flexible = last_number(completion)
+    return {
+        "strict": is_correct(answer, gold),
+        "numeric": is_correct(answer, gold, match="numeric"),
+        "flexible": flexible is not None and flexible == gold_number,
+        "formatted": is_formatted(completion),
+    }
+
+
+def example_record(index: int, question: str, gold: str, completion: str, tokens: int, cut_off: bool) -> dict[str, Any]:
+    """One JSONL line: the problem, the completion, what was extracted from it and its scores."""
+    answer = extract_xml_answer(completion)
+    return {
+        "index": index,
+        "question": question,
+        "gold": gold,
+        "completion": completion,
+        "answer": answer,
+        "answer_number": normalize_number(answer),
+        "last_number": last_number(completion),
+        **score_completion(completion, gold),
+        "tokens": tokens,
+        "cut_off": cut_off,
+    }
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, float | int]:
+    """Per-model totals: the share of examples passing each score, mean completion tokens, share cut off."""
+    n = len(records)
+    totals: dict[str, float | int] = {"n": n}
+    for metric in METRICS:
+        key = "tokens" if metric == "mean_tokens" else metric
+        totals[metric] = sum(float(r[key]) for r in records) / n if n else 0.0
+    return totals
+
+
+def format_table(summaries: dict[str, dict[str, float | int]]) -> str:
+    """One row per model, one column per metric."""
+    columns = ("n", *METRICS)
+    lines = ["model  " + "  ".join(f"{c:>11}" for c in columns)]
+    for label, totals in summaries.items():
+        cells = [f"{totals['n']:>11d}"] + [
+            f"{totals[c]:>11.1f}" if c == "mean_tokens" else f"{totals[c]:>11.4f}" for c in METRICS
+        ]
+        lines.append(f"{label:<5}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+MEANING = (
+    f"strict = the blog's metric (<answer> text == gold exactly; blog, all 1319 test problems: base "
+    f"{BLOG_STRICT['base']} -> tuned {BLOG_STRICT['tuned']}); numeric = <answer> read as a number; flexible = last "
+    f"number in the completion; formatted = reasoning/validate/answer tags in order; cut_off = share stopped by "
+    f"--max_new_tokens."
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checks: everything that can be wrong is found here, before torch is imported
+
+
+@dataclass
+class Plan:
+    """What to evaluate, resolved from the flags."""
+
+    base: ModelSource
+    tuned: ModelSource | None
+    dataset_name: str
+    output_dir: Path
+    max_new_tokens: int
+    lora_rank: int | None  # vLLM's max_lora_rank for an adapter checkpoint, else None
+    smoke_model_dir: Path | None  # built after the checks with --smoke
+
+
+def read_checkpoint(path: str) -> dict[str, Any] | None:
+    """The adapter_config.json of an adapter folder, None for a full model folder; anything else is an InputError."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"--checkpoint {path}: no such folder")
+    if (folder / "adapter_config.json").is_file():
+        try:
+            return json.loads((folder / "adapter_config.json").read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"--checkpoint {path}: adapter_config.json cannot be read ({error})") from error
+    if (folder / "config.json").is_file():
+        return None
+    raise InputError(
+        f"--checkpoint {path}: holds neither a LoRA adapter (adapter_config.json) nor a model (config.json)"
+    )
+
+
+def find_model(name: str) -> str | None:
+    """Why `name` is not a usable model: None when it is a local folder with config.json or on the hub."""
+    if Path(name).expanduser().is_dir() or is_local_source(name):
+        return None if (Path(name).expanduser() / "config.json").is_file() else "no local folder with config.json"
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
+            return None
+        if constants.HF_HUB_OFFLINE:
+            return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
+        return None if huggingface_hub.file_exists(name, "config.json") else "not on the Hugging Face hub"
+    except Exception as error:  # noqa: BLE001 -- bad repo id, no network, ...: all mean "cannot be loaded"
+        return f"not found locally nor on the Hugging Face hub ({type(error).__name__})"
+
+
+def has_tokenizer(folder: str) -> bool:
+    return (Path(folder) / "tokenizer_config.json").is_file()
+
+
+def make_plan(args: EvalArguments) -> Plan:
+    """Resolve and check the checkpoint, base model, output folder and backend (no model is loaded)."""
+    adapter_config = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    checkpoint = str(Path(args.checkpoint).expanduser().resolve()) if args.checkpoint else None
+    default_dir = Path(checkpoint) / "eval" if checkpoint else Path("eval_results") / ("smoke" if args.smoke else "")
+    output_dir = Path(args.output_dir) if args.output_dir else default_dir
+
+    smoke_model_dir = None
+    base = args.base_model or (adapter_config or {}).get("base_model_name_or_path")
+    if not base and args.smoke:
+        smoke_model_dir = (output_dir / "tiny-model").resolve()
+        base = str(smoke_model_dir)
+    base = base or DEFAULT_BASE_MODEL
+    if smoke_model_dir is None:
+        problem = find_model(base)
+        if problem:
+            from_adapter = adapter_config is not None and not args.base_model
+            whose = f"(base_model_name_or_path of adapter {args.checkpoint}) " if from_adapter else ""
+            hint = " -- pass --base_model" if from_adapter else ""
+            raise InputError(f"base model '{base}' {whose}not found: {problem}{hint}")
+        if is_local_source(base) or Path(base).expanduser().is_dir():
+            base = str(Path(base).expanduser().resolve())  # absolute: the cache key must not depend on the cwd
+
+    tuned = lora_rank = None
+    if checkpoint and adapter_config is not None:
+        tuned = ModelSource("tuned", base, checkpoint if has_tokenizer(checkpoint) else base, adapter=checkpoint)
+        ranks = [adapter_config.get("r") or 8, *(adapter_config.get("rank_pattern") or {}).values()]
+        try:
+            lora_rank = vllm_lora_rank(max(ranks))
+        except ValueError as error:
+            raise InputError(f"--checkpoint {args.checkpoint}: {error}") from error
+    elif checkpoint:
+        tuned = ModelSource("tuned", checkpoint, checkpoint if has_tokenizer(checkpoint) else base)
+
+    if args.backend == "vllm" and not is_installed("vllm"):
+        raise InputError("--backend vllm: vllm is not installed (pip install -r requirements.txt, or use --backend hf)")
+    if args.limit is not None and args.limit < 1 or args.max_new_tokens < 1 or (args.batch_size or 1) < 1:
+        raise InputError("--limit, --max_new_tokens and --batch_size must be positive")
+
+    dataset_name = str(args.dataset_name)
+    if args.smoke and dataset_name == DEFAULT_DATASET:
+        from smoke import SAMPLE_DATA_DIR
+
+        dataset_name = str(SAMPLE_DATA_DIR)
+    if is_local_source(dataset_name):
+        dataset_name = str(Path(dataset_name).expanduser().resolve())
+    max_new_tokens = SMOKE_MAX_NEW_TOKENS if args.smoke and args.max_new_tokens == 512 else args.max_new_tokens
+    base_source = ModelSource("base", base, base)
+    return Plan(base_source, tuned, dataset_name, output_dir, max_new_tokens, lora_rank, smoke_model_dir)
+
+
+def load_questions(plan: Plan, args: EvalArguments):
+    """The problems as data.get_gsm8k_questions gives them; an unreadable dataset is an InputError."""
+    import datasets
+
+    # Quiet: the generation bar is the one that matters, and a bad file must give one line, not datasets' log.
+    datasets.disable_progress_bars()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        return get_gsm8k_questions(split=args.split, dataset_name=plan.dataset_name, limit=args.limit)
+    except DatasetError as error:
+        root = error
+        while root.__cause__ is not None:  # datasets wraps the parser's error: name what was really wrong
+            root = root.__cause__
+        detail = str(root).splitlines()[0] if root is not error and str(root) else ""
+        raise InputError(
+            f"--dataset_name: {error}" + (f" [{type(root).__name__}: {detail}]" if detail else "")
+        ) from error
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Results on disk: JSONL per model, summary.json, and the base model's cache
+
+
+def log(message: str) -> None:
+    print(f"[evaluate] {message}", file=sys.stderr, flush=True)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def load_cached_base(output_dir: Path, key: dict[str, Any], questions) -> list[dict[str, Any]] | None:
+    """The base model's records from an earlier run with the same key, rescored with today's scorer; else None."""
+    key_file, results = output_dir / "base.cache.json", output_dir / "base.jsonl"
+    try:
+        if json.loads(key_file.read_text()) != key:
+            return None
+        cached = [json.loads(line) for line in results.read_text().splitlines()]
+    except (OSError, ValueError):
+        return None
+    if [r["gold"] for r in cached] != list(questions["answer"]):
+        return None
+    return [
+        example_record(i, r["question"], r["gold"], r["completion"], r["tokens"], r["cut_off"])
+        for i, r in enumerate(cached)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> EvalArguments:
+    """Flags into EvalArguments; an unknown flag is an error (exit code 2)."""
+    from transformers import HfArgumentParser
+
+    # allow_abbrev=False: argparse would otherwise take a misspelt `--max_new_token` for `--max_new_tokens`.
+    parser = HfArgumentParser(
+        EvalArguments, prog=PROG, description="Score base vs tuned model on GSM8K.", allow_abbrev=False
+    )
+    args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def fail(error: Exception) -> NoReturn:
+    """Print `error` as one line on stderr and exit with code 2, as argparse does."""
+    print(f"{PROG}: error: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate the base model (and --checkpoint) on GSM8K; print the table, write the files, return the summary."""
+    args = parse_args(argv)
+
+    # --- checks: all before a model (or torch) loads ---------------------------------------------------------
+    try:
+        plan = make_plan(args)
+        questions = load_questions(plan, args)
+    except InputError as error:
+        fail(error)
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    if plan.smoke_model_dir is not None:
+        from smoke import build_tiny_model
+
+        build_tiny_model(plan.smoke_model_dir)
+
+    # --- backend --------------------------------------------------------------------------------------------
+    backend = resolve_backend(args.backend)
+    on_cuda = cuda_available()
+    batch_size = args.batch_size or (16 if on_cuda else 8)
+    vllm = VllmGenerator(plan.max_new_tokens, plan.lora_rank) if backend == "vllm" else None
+    log(
+        f"{len(questions)} problems from {plan.dataset_name} ({args.split}), backend {backend}, "
+        f"{'cuda' if on_cuda else 'cpu'}, max_new_tokens {plan.max_new_tokens}, results in {plan.output_dir}"
+    )
+
+    def run(source: ModelSource) -> list[dict[str, Any]]:
+        log(
+            f"{source.label}: generating {len(questions)} completions with {source.model}"
+            + (f" + adapter {source.adapter}" if source.adapter else "")
+        )
+        if vllm is not None:
+            completions: list[Completion] = vllm.generate(source, questions["prompt"])
+        else:
+            completions = generate_hf(source, questions["prompt"], plan.max_new_tokens, batch_size)
+        records = [
+            example_record(i, row["question"], row["answer"], c.text, c.num_tokens, c.cut_off)
+            for i, (row, c) in enumerate(zip(questions, completions))
+        ]
+        write_jsonl(plan.output_dir / f"{source.label}.jsonl", records)
+        return records
+
+    # --- base model: cached by everything that decides its completions ---------------------------------------
+    cache_key = {
+        "base_model": plan.base.model,
+        "dataset": plan.dataset_name,
+        "split": args.split,
+        "limit": args.limit,
+        "max_new_tokens": plan.max_new_tokens,
+        "system_prompt": SYSTEM_PROMPT,
+        "backend": backend,
+        "device": "cuda" if on_cuda else "cpu",  # bf16 on a GPU, float32 on CPU: not the same greedy text
+    }
+    results = {"base": load_cached_base(plan.output_dir, cache_key, questions)}
+    if results["base"] is not None:
+        log(f"base: reusing {len(results['base'])} cached completions from {plan.output_dir / 'base.jsonl'}")
+    else:
+        (plan.output_dir / "base.cache.json").unlink(missing_ok=True)  # stale until the new results are written
+        results["base"] = run(plan.base)
+        (plan.output_dir / "base.cache.json").write_text(json.dumps(cache_key, indent=2) + "\n")
+
+    # --- tuned model ----------------------------------------------------------------------------------------
+    if plan.tuned is not None:
+        results["tuned"] = run(plan.tuned)
+    if vllm is not None:
+        vllm.close()
+
+    # --- report ---------------------------------------------------------------------------------------------
+    summaries = {label: summarize(records) for label, records in results.items()}
+    checkpoint = (plan.tuned.adapter or plan.tuned.model) if plan.tuned else None
+    summary = {
+        "models": summaries,
+        "settings": {
+            **cache_key,
+            "checkpoint": checkpoint,
+            "batch_size": batch_size if backend == "hf" else None,
+            "arguments": asdict(args),
+        },
+        "blog_strict": BLOG_STRICT,
+        "meaning": MEANING,
+    }
+    (plan.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_table(summaries))
+    print(MEANING)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

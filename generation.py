@@ -1,0 +1,238 @@
+"""Greedy generation for evaluate.py: one batched vLLM call on a GPU, or batched transformers `generate`.
+
+Both backends take chat messages (prompts.build_messages) and return one `Completion` per prompt, in order:
+the text without the end-of-turn token, the number of completion tokens (end-of-turn token included,
+padding excluded) and whether it was cut off at `max_new_tokens`. Decoding is greedy with no repetition
+penalty on both: Qwen's generation_config.json asks for sampling and repetition_penalty=1.05, which vLLM
+ignores when it is given explicit SamplingParams, so the transformers path ignores it too.
+torch, transformers, peft and vllm are imported inside the functions: importing this module is free.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+# The LoRA ranks vLLM 0.31 accepts for max_lora_rank; an adapter's r is rounded up to the next one.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# Share of GPU memory a vLLM engine may take. Below one half, so that a second engine (base model, then a
+# merged checkpoint) still fits if vLLM has not given all of the first one's memory back.
+VLLM_GPU_MEMORY_UTILIZATION = 0.45
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where one evaluated model comes from."""
+
+    label: str  # "base" or "tuned": the table row and the JSONL file name
+    model: str  # folder or hub name of full weights
+    tokenizer: str  # folder or hub name of the tokenizer
+    adapter: str | None = None  # LoRA adapter folder applied on top of `model`
+
+
+@dataclass
+class Completion:
+    """One generated answer."""
+
+    text: str
+    num_tokens: int  # completion tokens, end-of-turn token included, padding excluded
+    cut_off: bool  # stopped by max_new_tokens rather than by the end-of-turn token
+    token_ids: list[int]
+
+
+def is_installed(package: str) -> bool:
+    """True when `package` can be imported, checked without importing it."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ValueError:  # in sys.modules without a spec
+        return False
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA GPU (imports torch)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_backend(requested: str) -> str:
+    """'auto' becomes 'vllm' on a CUDA machine with vllm installed, else 'hf'; others pass through."""
+    if requested != "auto":
+        return requested
+    return "vllm" if is_installed("vllm") and cuda_available() else "hf"
+
+
+def vllm_lora_rank(r: int) -> int:
+    """The smallest rank vLLM accepts as max_lora_rank that holds an adapter of rank `r`."""
+    for rank in VLLM_LORA_RANKS:
+        if rank >= r:
+            return rank
+    raise ValueError(f"LoRA rank {r} is above vLLM's largest max_lora_rank ({VLLM_LORA_RANKS[-1]})")
+
+
+def load_tokenizer(path: str) -> Any:
+    """The tokenizer at `path`, padding on the left (transformers 5 does not save padding_side)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    # Left padding: every prompt ends right where generation starts, so a batch decodes like single prompts.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def prompt_texts(tokenizer: Any, messages_list: list[list[dict[str, str]]]) -> list[str]:
+    """The chat template applied to each conversation, ending with the assistant's generation prompt."""
+    return [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in messages_list]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# vLLM: one engine per full model, one batched chat call per evaluated model
+
+
+class VllmGenerator:
+    """Greedy generation with vLLM. The base model and its LoRA adapter share one engine."""
+
+    def __init__(self, max_new_tokens: int, max_lora_rank: int | None) -> None:
+        self.max_new_tokens = max_new_tokens
+        self.max_lora_rank = max_lora_rank  # None: no adapter in this run, LoRA support stays off
+        self.llm: Any = None
+        self.model: str | None = None
+
+    def _engine(self, source: ModelSource, messages_list: list[list[dict[str, str]]]) -> Any:
+        if self.model == source.model:
+            return self.llm
+        from vllm import LLM
+
+        self.close()
+        tokenizer = load_tokenizer(source.tokenizer)
+        longest_prompt = max(
+            len(tokenizer(t, add_special_tokens=False).input_ids) for t in prompt_texts(tokenizer, messages_list)
+        )
+        lora = {"enable_lora": True, "max_lora_rank": self.max_lora_rank} if self.max_lora_rank else {}
+        self.llm = LLM(
+            model=source.model,
+            tokenizer=source.tokenizer,
+            **lora,
+            max_model_len=longest_prompt + self.max_new_tokens,
+            gpu_memory_utilization=VLLM_GPU_MEMORY_UTILIZATION,
+            seed=0,
+        )
+        self.model = source.model
+        return self.llm
+
+    def generate(self, source: ModelSource, messages_list: list[list[dict[str, str]]]) -> list[Completion]:
+        """Greedy completions for `messages_list`, in order, with vLLM's own progress bar."""
+        from vllm import SamplingParams
+        from vllm.lora.request import LoRARequest
+
+        llm = self._engine(source, messages_list)
+        lora_request = LoRARequest("adapter", 1, source.adapter) if source.adapter else None
+        outputs = llm.chat(
+            messages_list, SamplingParams(temperature=0, max_tokens=self.max_new_tokens), lora_request=lora_request
+        )
+        return [
+            Completion(
+                o.outputs[0].text,
+                len(o.outputs[0].token_ids),
+                o.outputs[0].finish_reason == "length",
+                list(o.outputs[0].token_ids),
+            )
+            for o in outputs
+        ]
+
+    def close(self) -> None:
+        """Drop the engine so the next model gets the GPU memory."""
+        if self.llm is not None:
+            self.llm = self.model = None
+            _free_memory()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# transformers: batches of similar prompt length, left padded
+
+
+def _free_memory() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def load_hf_model(source: ModelSource) -> Any:
+    """The model on the best device: bf16 on a GPU that supports it, else float32; an adapter is merged in."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(source.model, dtype=dtype).to(device)
+    if source.adapter:
+        from peft import PeftModel
+
+        # Merged, the adapter costs nothing per token.
+        model = PeftModel.from_pretrained(model, source.adapter).merge_and_unload()
+    return model.eval()
+
+
+def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
+    """The tokenizer's eos plus the model's generation_config eos ids (Qwen: <|im_end|>, <|endoftext|>), as vLLM stops."""
+    ids = [tokenizer.eos_token_id]
+    configured = model.generation_config.eos_token_id
+    ids += configured if isinstance(configured, list) else [configured]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def to_completion(tokenizer: Any, new_ids: list[int], stop_ids: list[int]) -> Completion:
+    """Cut generated ids at the first stop token (kept in the count); without one the limit cut it off.
+
+    A row that has not stopped is never padded, so everything before the first stop token is real output.
+    """
+    stop_at = next((k for k, token in enumerate(new_ids) if token in stop_ids), None)
+    kept = new_ids if stop_at is None else new_ids[: stop_at + 1]
+    text_ids = kept if stop_at is None else kept[:-1]
+    return Completion(tokenizer.decode(text_ids, skip_special_tokens=True), len(kept), stop_at is None, kept)
+
+
+def generate_hf(
+    source: ModelSource,
+    messages_list: list[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[Completion]:
+    """Greedy completions with transformers, in order; prompts are batched longest first."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    tokenizer = load_tokenizer(source.tokenizer)
+    model = load_hf_model(source)
+    stop_ids = stop_token_ids(tokenizer, model)
+    # Replaced, not passed to generate(): generate() fills every unset field from the model's own config,
+    # which would bring back Qwen's repetition_penalty=1.05 and sampling settings.
+    model.generation_config = GenerationConfig(
+        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id
+    )
+    texts = prompt_texts(tokenizer, messages_list)
+    # The chat template already holds every special token the model expects: add none.
+    lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    # Longest first: similar lengths share a batch (little padding) and an out-of-memory shows up at once.
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    completions: list[Completion | None] = [None] * len(texts)
+    with torch.inference_mode(), tqdm(total=len(texts), desc=source.label, unit="problem") as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            inputs = tokenizer(
+                [texts[i] for i in batch], padding=True, add_special_tokens=False, return_tensors="pt"
+            ).to(model.device)
+            output = model.generate(**inputs)
+            for i, row in zip(batch, output[:, inputs["input_ids"].shape[1] :].tolist()):
+                completions[i] = to_completion(tokenizer, row, stop_ids)
+            bar.update(len(batch))
+    del model
+    _free_memory()
+    return completions  # type: ignore[return-value]

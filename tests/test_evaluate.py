@@ -1,0 +1,453 @@
+"""evaluate.py: the scorer, base vs checkpoint on a tiny model, the base cache, bad input, the vLLM wiring."""
+
+import importlib.machinery
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from typing import ClassVar
+
+import pytest
+from conftest import REPO
+
+import evaluate
+import smoke
+from data import get_gsm8k_questions
+from evaluate import main, score_completion
+from generation import (
+    VLLM_GPU_MEMORY_UTILIZATION,
+    ModelSource,
+    generate_hf,
+    load_tokenizer,
+    prompt_texts,
+    to_completion,
+)
+
+SAMPLES = str(smoke.SAMPLE_DATA_DIR)
+FORMATTED = "<reasoning>\n34 + 12 = 46\n</reasoning>\n<validate>\nok\n</validate>\n<answer>\n{}\n</answer>"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """smoke's tiny model with its weights redrawn wider (std 0.3).
+
+    With smoke's own init (std 0.02) greedy decoding prints newlines only: every prompt gives the same
+    completion, so batching and an adapter would have nothing to change.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = smoke.build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.normal_(0.0, 0.3, generator=generator)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def adapter(tiny_model, tmp_path_factory):
+    """A LoRA adapter (r=8, q_proj/v_proj) on the tiny model, lora_B drawn at random so it changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0.0, 1.0, generator=generator)
+    folder = tmp_path_factory.mktemp("adapter") / "checkpoint-1"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)
+    return folder
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The scorer
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "expected"),
+    [
+        (FORMATTED.format("46"), "46", {"strict": True, "numeric": True, "flexible": True, "formatted": True}),
+        # GSM8K's thousands commas: not the blog's exact match, but the same number
+        (
+            "<answer>1450000</answer>",
+            "1,450,000",
+            {"strict": False, "numeric": True, "flexible": True, "formatted": False},
+        ),
+        (
+            "<answer>1,450,000</answer>",
+            "1,450,000",
+            {"strict": True, "numeric": True, "flexible": True, "formatted": False},
+        ),
+        ("<answer>-5</answer>", "-5", {"strict": True, "numeric": True, "flexible": True, "formatted": False}),
+        ("<answer>5</answer>", "-5", {"strict": False, "numeric": False, "flexible": False, "formatted": False}),
+        ("<answer> $18.0 </answer>", "18", {"strict": False, "numeric": True, "flexible": True, "formatted": False}),
+        ("<answer>18.</answer>", "18", {"strict": False, "numeric": True, "flexible": True, "formatted": False}),
+        # no <answer>: only the flexible score can find the number
+        ("So she has 72 apples.", "72", {"strict": False, "numeric": False, "flexible": True, "formatted": False}),
+        ("It drops to -5 degrees", "-5", {"strict": False, "numeric": False, "flexible": True, "formatted": False}),
+        # the last number counts, not the first
+        (
+            "<answer>72</answer> wait, 70",
+            "72",
+            {"strict": True, "numeric": True, "flexible": False, "formatted": False},
+        ),
+        # the first <answer> counts, as in the reward
+        (
+            "<answer>3</answer><answer>7</answer>",
+            "7",
+            {"strict": False, "numeric": False, "flexible": True, "formatted": False},
+        ),
+        ("<answer>seven</answer>", "7", {"strict": False, "numeric": False, "flexible": False, "formatted": False}),
+        ("", "7", {"strict": False, "numeric": False, "flexible": False, "formatted": False}),
+    ],
+)
+def test_score_completion(completion, gold, expected):
+    assert score_completion(completion, gold) == expected
+
+
+@pytest.mark.parametrize(
+    ("completion", "formatted"),
+    [
+        ("<reasoning>a</reasoning><validate>b</validate><answer>1</answer>", True),
+        ("<answer>1</answer><reasoning>a</reasoning><validate>b</validate>", False),  # out of order
+        ("<reasoning>a</reasoning><validate>b<answer>1</answer>", False),  # </validate> missing
+        ("<reasoning>a</reasoning><answer>1</answer>", False),  # <validate> missing
+        ("<reasoning>a<validate>b</reasoning></validate><answer>1</answer>", False),  # sections overlap
+    ],
+)
+def test_formatted_needs_all_three_sections_in_order(completion, formatted):
+    assert score_completion(completion, "1")["formatted"] is formatted
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Imports: no torch for the scorer, and our evaluate.py does not break Hugging Face's libraries
+
+
+def test_import_evaluate_does_not_import_torch():
+    code = (
+        "import sys, evaluate; print(sorted(m for m in ('torch', 'transformers', 'peft', 'vllm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_our_evaluate_shadows_hf_evaluate_without_breaking_transformers_peft_trl():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import evaluate; assert callable(evaluate.score_completion), evaluate.__file__\n"
+        "import transformers, peft, trl\n"
+        "from transformers import Trainer\n"
+        "from peft import PeftModel\n"
+        "from trl import GRPOConfig, GRPOTrainer\n"
+        "print(evaluate.__file__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(REPO / "evaluate.py")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Flags
+
+
+def test_flags_take_dashes_or_underscores():
+    args = evaluate.parse_args(["--max-new-tokens", "7", "--dataset_name", "x", "--batch-size", "2", "--smoke"])
+    assert (args.max_new_tokens, args.dataset_name, args.batch_size, args.smoke) == (7, "x", 2, True)
+
+
+@pytest.mark.parametrize("flag", ["--max_new_token", "--temperature"])  # a misspelling is not taken as an abbreviation
+def test_unknown_flag_is_an_error(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--smoke", flag, "5", "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {flag} 5" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bad input: exit code 2 and one line, before torch (so before any model) is imported
+
+RUN_MAIN = "import sys, evaluate\ntry:\n    evaluate.main(sys.argv[1:])\nfinally:\n    print('torch' in sys.modules)"
+
+
+def bad_inputs(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    orphan = tmp_path / "orphan-adapter"
+    orphan.mkdir()
+    (orphan / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "nobody/no-such-model", "r": 8}))
+    broken = tmp_path / "test.jsonl"
+    broken.write_text('{"question": "2+2?", "answer": "#### 4"\n')
+    return {
+        "missing checkpoint": (["--checkpoint", str(tmp_path / "nope")], "no such folder"),
+        "neither adapter nor model": (["--checkpoint", str(empty)], "neither a LoRA adapter"),
+        "adapter base model not found": (["--checkpoint", str(orphan)], "nobody/no-such-model"),
+        "base model not found": (["--base_model", str(tmp_path / "no-model")], "no local folder with config.json"),
+        "unreadable dataset": (["--smoke", "--dataset_name", str(broken)], "cannot be read"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing checkpoint",
+        "neither adapter nor model",
+        "adapter base model not found",
+        "base model not found",
+        "unreadable dataset",
+    ],
+)
+def test_bad_input_fails_fast_with_one_line(case, tmp_path):
+    argv, expected = bad_inputs(tmp_path)[case]
+    out = subprocess.run(
+        [sys.executable, "-c", RUN_MAIN, *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error: ") and expected in lines[0], out.stderr
+    assert out.stdout.strip() == "False"  # torch never imported: no model was loaded
+    assert not (tmp_path / "eval_results").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# transformers generation
+
+
+def test_completion_is_cut_at_the_first_stop_token(tiny_model):
+    tokenizer = load_tokenizer(str(tiny_model))
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    word = tokenizer("46", add_special_tokens=False).input_ids
+    stopped = to_completion(tokenizer, [*word, eos, pad, pad], [eos])
+    assert (stopped.text, stopped.num_tokens, stopped.cut_off) == ("46", len(word) + 1, False)
+    running = to_completion(tokenizer, [*word, *word], [eos])
+    assert (running.text, running.num_tokens, running.cut_off) == ("4646", 2 * len(word), True)
+
+
+@pytest.mark.slow
+def test_batched_generation_equals_one_at_a_time(tiny_model):
+    prompts = get_gsm8k_questions(split="test", dataset_name=SAMPLES)["prompt"]
+    source = ModelSource("base", str(tiny_model), str(tiny_model))
+    batched = generate_hf(source, prompts, max_new_tokens=16, batch_size=8)
+    single = generate_hf(source, prompts, max_new_tokens=16, batch_size=1)
+    assert [c.token_ids for c in batched] == [c.token_ids for c in single]
+    assert len({tuple(c.token_ids) for c in batched}) > 1  # the prompts really lead to different completions
+
+
+# ---------------------------------------------------------------------------------------------------------
+# End to end
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_files_and_prints_the_table(tmp_path, capsys):
+    summary = main(["--smoke", "--output_dir", str(tmp_path), "--limit", "4"])
+    out = capsys.readouterr().out
+    header, row, meaning = out.strip().splitlines()
+    assert header.split() == ["model", "n", "strict", "numeric", "flexible", "formatted", "mean_tokens", "cut_off"]
+    assert row.split()[:2] == ["base", "4"]
+    assert "0.0887 -> tuned 0.6528" in meaning
+    assert json.loads((tmp_path / "summary.json").read_text())["models"] == summary["models"]
+    records = read_jsonl(tmp_path / "base.jsonl")
+    assert len(records) == 4 and records[0]["gold"] == "46"
+    assert set(records[0]) >= {
+        "question",
+        "gold",
+        "completion",
+        "answer",
+        "last_number",
+        "strict",
+        "numeric",
+        "flexible",
+        "formatted",
+        "tokens",
+        "cut_off",
+    }
+    assert 0 < summary["models"]["base"]["mean_tokens"] <= 32
+
+
+def run_checkpoint(checkpoint, output_dir, *extra):
+    return main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--dataset_name",
+            SAMPLES,
+            "--max_new_tokens",
+            "16",
+            "--output_dir",
+            str(output_dir),
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.slow
+def test_adapter_is_scored_next_to_its_base(adapter, tiny_model, tmp_path, capsys):
+    summary = run_checkpoint(adapter, tmp_path, "--limit", "4")  # base model: from adapter_config.json
+    assert list(summary["models"]) == ["base", "tuned"]
+    assert summary["settings"]["base_model"] == str(tiny_model)
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:3]]
+    assert rows == ["base", "tuned"]
+    base, tuned = read_jsonl(tmp_path / "base.jsonl"), read_jsonl(tmp_path / "tuned.jsonl")
+    assert [r["question"] for r in base] == [r["question"] for r in tuned]
+    assert [r["completion"] for r in base] != [r["completion"] for r in tuned]  # the adapter was applied
+
+
+@pytest.mark.slow
+def test_base_results_are_reused_from_the_cache(adapter, tmp_path, capsys):
+    run_checkpoint(adapter, tmp_path, "--limit", "4")
+    first = (tmp_path / "base.jsonl").stat().st_mtime_ns
+    capsys.readouterr()
+    summary = run_checkpoint(adapter, tmp_path, "--limit", "4")
+    log = capsys.readouterr().err
+    assert "base: reusing 4 cached completions" in log and "base: generating" not in log
+    assert "tuned: generating" in log
+    assert (tmp_path / "base.jsonl").stat().st_mtime_ns == first
+    assert summary["models"]["base"]["n"] == 4
+
+
+@pytest.mark.slow
+def test_base_cache_is_invalidated_when_the_settings_change(adapter, tmp_path, capsys):
+    run_checkpoint(adapter, tmp_path, "--limit", "4")
+    capsys.readouterr()
+    run_checkpoint(adapter, tmp_path, "--limit", "3")
+    assert "base: generating 3 completions" in capsys.readouterr().err
+    assert len(read_jsonl(tmp_path / "base.jsonl")) == 3
+    assert json.loads((tmp_path / "base.cache.json").read_text())["limit"] == 3
+
+
+@pytest.mark.slow
+def test_merged_model_checkpoint_results_default_to_its_eval_folder(tiny_model, tmp_path):
+    checkpoint = shutil.copytree(tiny_model, tmp_path / "merged")  # a full model: the same weights as the base
+    main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--base_model",
+            str(tiny_model),
+            "--dataset_name",
+            SAMPLES,
+            "--limit",
+            "3",
+            "--max_new_tokens",
+            "8",
+        ]
+    )
+    base, tuned = read_jsonl(checkpoint / "eval" / "base.jsonl"), read_jsonl(checkpoint / "eval" / "tuned.jsonl")
+    assert [r["completion"] for r in base] == [r["completion"] for r in tuned]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# vLLM wiring, with a fake vllm module (vllm needs a GPU and cannot be installed here)
+
+
+class FakeLLM:
+    instances: ClassVar[list] = []
+
+    def __init__(self, model, **kwargs):
+        self.model, self.kwargs, self.chats = model, kwargs, []
+        FakeLLM.instances.append(self)
+
+    def chat(self, messages, sampling_params=None, use_tqdm=True, lora_request=None, **kwargs):
+        self.chats.append((messages, sampling_params, lora_request, kwargs))
+        # base: unformatted and cut off; adapter: formatted, answers 46 (the first sample problem's gold)
+        text, finish = (FORMATTED.format("46"), "stop") if lora_request else ("no idea", "length")
+        return [
+            types.SimpleNamespace(outputs=[types.SimpleNamespace(text=text, token_ids=[5, 6, 7], finish_reason=finish)])
+            for _ in messages
+        ]
+
+
+class FakeSamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+class FakeLoRARequest:
+    def __init__(self, *args):
+        self.args = args
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    vllm = types.ModuleType("vllm")
+    vllm.__spec__ = importlib.machinery.ModuleSpec("vllm", None)  # find_spec("vllm") sees it as installed
+    vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
+    lora, request = types.ModuleType("vllm.lora"), types.ModuleType("vllm.lora.request")
+    request.LoRARequest = FakeLoRARequest
+    for name, module in {"vllm": vllm, "vllm.lora": lora, "vllm.lora.request": request}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    FakeLLM.instances = []
+    return FakeLLM
+
+
+def test_vllm_backend_makes_one_engine_and_one_chat_call_per_model(fake_vllm, tiny_model, tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()  # rank 12: vLLM only takes 1, 8, 16, 32, ... as max_lora_rank
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model), "r": 12}))
+    summary = main(
+        [
+            "--backend",
+            "vllm",
+            "--checkpoint",
+            str(adapter),
+            "--dataset_name",
+            SAMPLES,
+            "--limit",
+            "3",
+            "--max_new_tokens",
+            "16",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
+
+    prompts = get_gsm8k_questions(split="test", dataset_name=SAMPLES, limit=3)["prompt"]
+    tokenizer = load_tokenizer(str(tiny_model))
+    longest = max(len(tokenizer(t, add_special_tokens=False).input_ids) for t in prompt_texts(tokenizer, prompts))
+    [llm] = fake_vllm.instances
+    assert llm.model == str(tiny_model)
+    assert llm.kwargs == {
+        "tokenizer": str(tiny_model),
+        "enable_lora": True,
+        "max_lora_rank": 16,
+        "max_model_len": longest + 16,
+        "gpu_memory_utilization": VLLM_GPU_MEMORY_UTILIZATION,
+        "seed": 0,
+    }
+    (base_messages, base_params, base_lora, _), (tuned_messages, tuned_params, tuned_lora, _) = llm.chats
+    assert base_messages == tuned_messages == prompts
+    assert base_params.kwargs == tuned_params.kwargs == {"temperature": 0, "max_tokens": 16}
+    assert base_lora is None and tuned_lora.args == ("adapter", 1, str(adapter))
+    assert summary["models"]["base"] == {
+        "n": 3,
+        "strict": 0,
+        "numeric": 0,
+        "flexible": 0,
+        "formatted": 0,
+        "mean_tokens": 3,
+        "cut_off": 1,
+    }
+    assert summary["models"]["tuned"]["strict"] == pytest.approx(1 / 3)
+    assert summary["models"]["tuned"]["cut_off"] == 0
