@@ -93,8 +93,11 @@ def load_raw_split(source: str, split: str = "train", config: str | None = DEFAU
     except DatasetError:
         raise
     except Exception as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DatasetError(f"{path}: cannot be read as GSM8K data ({type(error).__name__}: {detail})") from error
+        root = error
+        while root.__cause__ is not None:  # datasets wraps the parser's error: name what was really wrong
+            root = root.__cause__
+        detail = str(root).splitlines()[0] if str(root) else ""
+        raise DatasetError(f"{path}: cannot be read as GSM8K data ({type(root).__name__}: {detail})") from error
     return _check_columns(loaded, path)
 
 

@@ -307,13 +307,7 @@ def load_questions(plan: Plan, args: EvalArguments):
     try:
         return get_gsm8k_questions(split=args.split, dataset_name=plan.dataset_name, limit=args.limit)
     except DatasetError as error:
-        root = error
-        while root.__cause__ is not None:  # datasets wraps the parser's error: name what was really wrong
-            root = root.__cause__
-        detail = str(root).splitlines()[0] if root is not error and str(root) else ""
-        raise InputError(
-            f"--dataset_name: {error}" + (f" [{type(root).__name__}: {detail}]" if detail else "")
-        ) from error
+        raise InputError(f"--dataset_name: {error}") from error
     finally:
         datasets.logging.set_verbosity(verbosity)
 

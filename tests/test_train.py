@@ -41,6 +41,7 @@ def test_smoke_run_writes_adapter_config_and_checkpoints(smoke_run):
     assert config["backend"] == "hf"
     assert config["training"]["learning_rate"] == 1e-3 and config["training"]["beta"] == 0.04
     assert config["script"]["reward_funcs"] == ["custom"]
+    assert sorted(p.name for p in (smoke_run / "completions").glob("*.parquet"))[-1] == "completions_00004.parquet"
 
 
 def test_adapter_reloads_with_plain_peft_and_generates(smoke_run):
