@@ -107,15 +107,46 @@ def last_number(text: str) -> str | None:
 # Word counts, as the blog: nltk.word_tokenize, with an offline fallback that never downloads
 
 
+def _stdlib_patterns(rules: Any) -> Any:
+    """NLTK's tokenizer rules with each pattern recompiled by the stdlib `re` engine (same text, same flags)."""
+    if hasattr(rules, "pattern") and hasattr(rules, "flags"):
+        return re.compile(rules.pattern, rules.flags)
+    if isinstance(rules, (list, tuple)):
+        return type(rules)(_stdlib_patterns(rule) for rule in rules)
+    return rules
+
+
+def _fast_treebank_tokenizer():
+    """NLTK's word tokenizer, its rules run by `re` instead of NLTK's time-guarded `regex` wrapper.
+
+    Same tokens (the tests compare against nltk.word_tokenize), about 1.5x faster: word counting is nearly
+    all of the reward's cost.
+    """
+    from nltk.tokenize import NLTKWordTokenizer
+
+    tokenizer = NLTKWordTokenizer()
+    try:
+        for name in ("STARTING_QUOTES", "ENDING_QUOTES", "PUNCTUATION", "PARENS_BRACKETS", "CONVERT_PARENTHESES",
+                     "DOUBLE_DASHES", "CONTRACTIONS2", "CONTRACTIONS3"):  # fmt: skip
+            setattr(tokenizer, name, _stdlib_patterns(getattr(NLTKWordTokenizer, name)))
+    except (AttributeError, re.error):  # another nltk version: keep its own rules as they are
+        return NLTKWordTokenizer()
+    return tokenizer
+
+
 @functools.cache
 def _word_tokenizer() -> Callable[[str], list[str]]:
     """nltk.word_tokenize when punkt_tab is installed, else a data-free approximation (announced once)."""
     import nltk
-    from nltk.tokenize import NLTKWordTokenizer
 
+    words = _fast_treebank_tokenizer()
     try:
         nltk.data.find("tokenizers/punkt_tab/english/")
-        return nltk.word_tokenize
+
+        def word_tokenize(text: str) -> list[str]:  # nltk.word_tokenize: punkt sentences, then words
+            return [token for sentence in nltk.sent_tokenize(text) for token in words.tokenize(sentence)]
+
+        return word_tokenize
     except LookupError:
         pass
     warnings.warn(
@@ -124,11 +155,10 @@ def _word_tokenizer() -> Callable[[str], list[str]]:
         "`python -m nltk.downloader punkt_tab`, or point NLTK_DATA at a copy.",
         stacklevel=2,
     )
-    word_tokenizer = NLTKWordTokenizer()
     sentence_end = re.compile(r"(?<=[.!?])\s+")
 
     def approximate_word_tokenize(text: str) -> list[str]:
-        return [token for sentence in sentence_end.split(text) for token in word_tokenizer.tokenize(sentence)]
+        return [token for sentence in sentence_end.split(text) for token in words.tokenize(sentence)]
 
     return approximate_word_tokenize
 

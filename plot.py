@@ -1,0 +1,553 @@
+"""Draw a training run's curves, and a base-vs-tuned accuracy bar chart, as PNG files.
+
+    # Curves of a run (finished or still training): RUN_DIR/plots/*.png
+    python plot.py outputs/qwen-grpo
+
+    # Somewhere else, with a fixed EMA weight (0 = raw curves only)
+    python plot.py outputs/qwen-grpo --output-dir figures --smoothing 0.9
+
+    # Bar chart of an evaluation summary (evaluate.py's summary.json): eval_results/plots/eval_accuracy.png
+    python plot.py --eval eval_results/summary.json
+
+A run directory that also holds a summary.json gets the bar chart too, and a directory with only a
+summary.json (an evaluation output) gets only the bar chart. The paths of the written files are printed,
+one per line. A missing or empty metrics.jsonl, or one without a single training step, is an error
+(exit code 2).
+
+Input: RUN_DIR/metrics.jsonl, one TRL log entry (`trainer.state.log_history` item) per line, appended
+while the run trains. A half-written last line is skipped, a step logged twice (a resumed run) keeps its
+last entry, and the final summary entry (train_runtime, train_loss, ...) only marks the run finished.
+`load_metrics(run_dir)` is the reader, for other scripts.
+
+matplotlib is used through `Figure` objects (no pyplot, no GUI backend), so this runs on a server and in
+tests, and importing `load_metrics` does not import matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+EVAL_SUMMARY_FILE = "summary.json"
+PLOTS_SUBDIR = "plots"
+# Keys only a training step logs. The run's final summary (train_runtime, train_loss, ...) and evaluation
+# entries (eval_*) have none of them, which is how they are told apart.
+STEP_KEYS = {"loss", "grad_norm", "learning_rate", "reward", "reward_std", "entropy", "kl", "frac_reward_zero_std"}
+STEP_KEY_PREFIXES = ("rewards/", "completions/", "clip_ratio/")
+FINISHED_KEYS = ("train_runtime", "train_loss")
+EVAL_METRICS = ("strict", "numeric", "flexible", "formatted")
+
+
+class PlotError(Exception):
+    """An input that cannot be plotted; the message is one line naming the file and what is wrong."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the metrics log
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """All JSON objects in a .jsonl file, and how many complete lines could not be read (blank ones aside).
+
+    A run in progress may be caught mid-write: an unterminated last line is skipped without being counted,
+    and any other unreadable line is skipped rather than fatal.
+    """
+    entries, unreadable = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)  # also reads NaN / Infinity, which json.dumps writes for them
+            except json.JSONDecodeError:
+                unreadable += line.endswith("\n")  # only the line being written lacks its newline
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+            else:
+                unreadable += 1
+    return entries, unreadable
+
+
+def is_step_entry(entry: dict[str, Any]) -> bool:
+    """True for a training step's log entry, False for the final summary and evaluation entries."""
+    return any(key in STEP_KEYS or key.startswith(STEP_KEY_PREFIXES) for key in entry)
+
+
+def step_entries(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training-step entries, sorted by step; a step logged again (a resumed run) keeps its last entry."""
+    by_step: dict[float, dict[str, Any]] = {}
+    for position, entry in enumerate(entries, start=1):
+        if not is_step_entry(entry):
+            continue
+        step = entry.get("step")
+        # TRL always logs `step`; the position only stands in for logs written some other way.
+        by_step[step if _is_number(step) else position] = entry
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def metrics_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/metrics.jsonl; a path to a .jsonl file itself is taken as is."""
+    path = Path(run_dir)
+    return path if path.suffix == ".jsonl" else path / METRICS_FILE
+
+
+def existing_metrics_file(run_dir: str | Path) -> Path:
+    """RUN_DIR/metrics.jsonl, checked: FileNotFoundError names the missing directory or file."""
+    path = metrics_path(run_dir)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: run directory not found")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics file (train.py writes it as the run logs)")
+    return path
+
+
+def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The training-step log entries of a run, sorted by step ([] when none is logged yet).
+
+    Raises FileNotFoundError when the run directory or its metrics.jsonl does not exist.
+    """
+    return step_entries(read_jsonl(existing_metrics_file(run_dir))[0])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def series(entries: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of one metric over the entries that logged it as a number."""
+    steps, values = [], []
+    for position, entry in enumerate(entries, start=1):
+        value = entry.get(key)
+        if _is_number(value):
+            step = entry.get("step")
+            steps.append(float(step) if _is_number(step) else float(position))
+            values.append(float(value))
+    return steps, values
+
+
+def reward_components(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """The reward function names logged as rewards/<name>/mean, in first-seen order (the trainer's order)."""
+    names: dict[str, None] = {}
+    for entry in entries:
+        for key in entry:
+            if key.startswith("rewards/") and key.endswith("/mean"):
+                names[key[len("rewards/") : -len("/mean")]] = None
+    return list(names)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Smoothing
+
+
+def auto_smoothing(n_points: int) -> float:
+    """An EMA weight averaging over about 1/20 of the logged points (1 / (1 - w) of them), within 2..20.
+
+    A heavier weight would make the curve lag the run's trend by w / (1 - w) steps.
+    """
+    return min(0.95, max(0.5, 1.0 - 20.0 / max(n_points, 1)))
+
+
+def ema(values: Sequence[float], weight: float) -> list[float]:
+    """TensorBoard's debiased exponential moving average; NaN points stay NaN and do not reset it."""
+    smoothed, last, count = [], 0.0, 0
+    for value in values:
+        if not math.isfinite(value):
+            smoothed.append(math.nan)
+            continue
+        count += 1
+        last = weight * last + (1.0 - weight) * value
+        # Dividing by 1 - w^k removes the pull towards the zero the average starts from.
+        smoothed.append(last / (1.0 - weight**count) if weight > 0 else value)
+    return smoothed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Drawing
+
+
+@dataclass
+class Style:
+    """What every figure of one run shares: its name for titles, and the EMA weight."""
+
+    run_name: str
+    smoothing: float | None  # None: auto_smoothing per series
+    status: str = ""
+
+
+def _new_figure(n_panels: int, ncols: int = 2, panel_size: tuple[float, float] = (6.0, 3.6)) -> tuple[Any, list]:
+    from matplotlib.figure import Figure  # no pyplot: no backend selection, no global figure registry
+
+    ncols = max(1, min(ncols, n_panels))
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for extra in axes[n_panels:]:
+        extra.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _curve(
+    ax: Any,
+    steps: list[float],
+    values: list[float],
+    label: str,
+    color: str,
+    style: Style,
+    std: list[float] | None = None,
+) -> None:
+    """The raw series faint, its EMA on top, and a shaded ±std band around the EMA when `std` is given."""
+    weight = auto_smoothing(len(values)) if style.smoothing is None else style.smoothing
+    smooth = ema(values, weight)
+    if weight > 0:
+        ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+        label = f"{label} (EMA {weight:.2f})"
+    ax.plot(steps, smooth, color=color, linewidth=1.8, label=label)
+    if std is not None:
+        # The band is the spread of rewards across the step's completions, smoothed like the mean.
+        spread = ema(std, weight)
+        ax.fill_between(
+            steps,
+            [m - s for m, s in zip(smooth, spread)],
+            [m + s for m, s in zip(smooth, spread)],
+            color=color,
+            alpha=0.15,
+            linewidth=0,
+            label="±1 std over completions",
+        )
+
+
+def _finish(ax: Any, title: str, ylabel: str, legend: bool = True) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title)
+    ax.set_xlabel("training step (optimizer updates)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "step 2.5" on short runs
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="best")
+
+
+def _save(fig: Any, style: Style, what: str, path: Path) -> Path:
+    fig.suptitle(f"{style.run_name}: {what}{style.status}", fontsize="large")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _mean_std(entries: Sequence[dict[str, Any]], mean_key: str, std_key: str) -> tuple[list, list, list | None]:
+    """Steps and means of a metric, with its std aligned to them (None unless every step logged one)."""
+    steps, means = series(entries, mean_key)
+    stds = {s: v for s, v in zip(*series(entries, std_key))}
+    aligned = [stds.get(s) for s in steps]
+    return steps, means, (aligned if steps and None not in aligned else None)
+
+
+def plot_rewards(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
+    """Total reward and each reward function's reward over steps, mean ± std, one panel each."""
+    panels = [("total reward (weighted sum)", "reward", "reward_std")]
+    panels += [(name, f"rewards/{name}/mean", f"rewards/{name}/std") for name in reward_components(entries)]
+    panels = [p for p in panels if series(entries, p[1])[0]]
+    if not panels:
+        return None
+    fig, axes = _new_figure(len(panels))
+    for index, (ax, (title, mean_key, std_key)) in enumerate(zip(axes, panels)):
+        steps, means, stds = _mean_std(entries, mean_key, std_key)
+        _curve(ax, steps, means, "mean over completions", f"C{index}", style, std=stds)
+        _finish(ax, title, "reward (points per completion)")
+    return _save(fig, style, "rewards", out_dir / "rewards.png")
+
+
+def plot_completion_lengths(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
+    """Mean / min / max completion length in tokens, and the share cut off at max_completion_length."""
+    lines = [
+        ("max", "completions/max_length", "C3"),
+        ("mean", "completions/mean_length", "C0"),
+        ("min", "completions/min_length", "C2"),
+        ("mean of terminated", "completions/mean_terminated_length", "C1"),
+    ]
+    lines = [line for line in lines if series(entries, line[1])[0]]
+    clipped = series(entries, "completions/clipped_ratio")
+    if not lines and not clipped[0]:
+        return None
+    fig, (ax,) = _new_figure(1, panel_size=(9.0, 4.8))
+    for label, key, color in lines:
+        _curve(ax, *series(entries, key), label, color, style)
+    ax.set_ylim(bottom=0)
+    handles, labels = ax.get_legend_handles_labels()
+    if clipped[0]:
+        # A second axis: a fraction next to token counts would be flattened on one scale.
+        right = ax.twinx()
+        _curve(right, clipped[0], [100 * v for v in clipped[1]], "clipped at max_completion_length", "C7", style)
+        right.set_ylabel("completions clipped (%)")
+        right.set_ylim(0, 105)
+        handles += right.get_legend_handles_labels()[0]
+        labels += right.get_legend_handles_labels()[1]
+    _finish(ax, "", "completion length (tokens)", legend=False)
+    # Below the axes: inside, it would cover the max-length line that sits at the top.
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small")
+    return _save(fig, style, "completion length", out_dir / "completion_length.png")
+
+
+def _plot_panels(
+    entries: Sequence[dict[str, Any]],
+    panels: list[tuple[str, str, str]],
+    out_dir: Path,
+    style: Style,
+    what: str,
+    filename: str,
+    smooth: bool = True,
+) -> Path | None:
+    """One panel per logged metric in `panels` ((title, key, y label)); None when none is logged."""
+    panels = [p for p in panels if series(entries, p[1])[0]]
+    if not panels:
+        return None
+    fig, axes = _new_figure(len(panels))
+    for index, (ax, (title, key, ylabel)) in enumerate(zip(axes, panels)):
+        if smooth:
+            _curve(ax, *series(entries, key), key, f"C{index}", style)
+        else:
+            ax.plot(*series(entries, key), color=f"C{index}", linewidth=1.8)
+        # One panel: the figure's title already says what it is.
+        _finish(ax, title if len(panels) > 1 else "", ylabel)
+    return _save(fig, style, what, out_dir / filename)
+
+
+def plot_loss(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
+    """The training loss, and the gradient norm next to it when logged."""
+    panels = [("loss", "loss", "GRPO loss (unitless)"), ("gradient norm", "grad_norm", "L2 norm before clipping")]
+    return _plot_panels(entries, panels, out_dir, style, "loss", "loss.png")
+
+
+def plot_kl_entropy(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
+    """KL to the reference model (logged only when beta > 0) and the policy's token entropy, where logged."""
+    panels = [
+        ("KL divergence to the reference model", "kl", "KL (nats per token)"),
+        ("policy entropy", "entropy", "entropy (nats per token)"),
+    ]
+    return _plot_panels(entries, panels, out_dir, style, "KL and entropy", "kl_entropy.png")
+
+
+def plot_learning_rate(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
+    """The learning-rate schedule (not smoothed: it is exact, not noisy)."""
+    panels = [("learning rate", "learning_rate", "learning rate (per step)")]
+    return _plot_panels(entries, panels, out_dir, style, "learning rate", "learning_rate.png", smooth=False)
+
+
+PLOTTERS = (plot_rewards, plot_completion_lengths, plot_loss, plot_kl_entropy, plot_learning_rate)
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, smoothing: float | None = None) -> list[Path]:
+    """Draw every figure the run's metrics allow; returns the written paths. Raises PlotError on bad input."""
+    run_dir = Path(run_dir)
+    try:
+        path = existing_metrics_file(run_dir)
+    except FileNotFoundError as error:
+        raise PlotError(str(error)) from None
+    entries, unreadable = read_jsonl(path)
+    steps = step_entries(entries)
+    if not entries:
+        raise PlotError(f"{path}: empty, nothing logged yet")
+    if not steps:
+        raise PlotError(f"{path}: no training-step entries (only {len(entries)} summary/eval entries)")
+    if unreadable:
+        print(f"note: skipped {unreadable} unreadable line(s) in {path}", file=sys.stderr)
+    finished = any(key in entry for entry in entries for key in FINISHED_KEYS)
+    last_step = steps[-1].get("step", len(steps))
+    status = f" ({'finished' if finished else 'in progress'}, step {last_step})"
+    name = (run_dir.parent if run_dir.suffix == ".jsonl" else run_dir).resolve().name
+    style = Style(run_name=name, smoothing=smoothing, status=status)
+    out_dir = Path(out_dir) if out_dir else path.parent / PLOTS_SUBDIR
+    return [p for plotter in PLOTTERS if (p := plotter(steps, out_dir, style)) is not None]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation summary
+
+
+@dataclass
+class ModelScores:
+    """One evaluated model: its accuracies (0-1) by metric name, and what else the summary says about it."""
+
+    name: str
+    accuracies: dict[str, float]
+    n: int | None = None
+    mean_tokens: float | None = None
+    cut_off: float | None = None
+
+
+def parse_eval_summary(summary: Any) -> list[ModelScores]:
+    """Read evaluate.py's summary.json; every assumption about its layout is here, in one place.
+
+    Expected: {"models": {"base": {"strict": 0.1, "numeric": ..., "flexible": ..., "formatted": ...,
+    "mean_tokens": 200.0, "cut_off": 0.1, "n": 1319}, "tuned": {...}}, ...}. Also accepted: the model
+    dict at the top level, "models" as a list of dicts with a "name", and a metric given as
+    {"accuracy": x}. Models without any of the metrics are left out.
+    """
+    if not isinstance(summary, dict):
+        raise PlotError("the evaluation summary is not a JSON object")
+    models = summary.get("models", summary)
+    if isinstance(models, list):
+        models = {str(m.get("name", f"model {i}")): m for i, m in enumerate(models, 1) if isinstance(m, dict)}
+    if not isinstance(models, dict):
+        raise PlotError("the evaluation summary's 'models' is neither an object nor a list")
+
+    def number(value: Any) -> float | None:
+        if isinstance(value, dict):
+            value = value.get("accuracy", value.get("mean"))
+        return float(value) if _is_number(value) and math.isfinite(value) else None
+
+    scores = []
+    for name, fields in models.items():
+        if not isinstance(fields, dict):
+            continue
+        accuracies = {m: v for m in EVAL_METRICS if (v := number(fields.get(m))) is not None}
+        if accuracies:
+            n = number(fields.get("n"))
+            scores.append(
+                ModelScores(
+                    str(name),
+                    accuracies,
+                    int(n) if n is not None else None,
+                    number(fields.get("mean_tokens")),
+                    number(fields.get("cut_off")),
+                )
+            )
+    if not scores:
+        raise PlotError(f"the evaluation summary has no model with any of {', '.join(EVAL_METRICS)}")
+    return scores
+
+
+def _model_label(model: ModelScores) -> str:
+    details = []
+    if model.n is not None:
+        details.append(f"n={model.n}")
+    if model.mean_tokens is not None:
+        details.append(f"{model.mean_tokens:.0f} tokens on average")
+    if model.cut_off is not None:
+        details.append(f"{100 * model.cut_off:.1f}% cut off")
+    return f"{model.name} ({', '.join(details)})" if details else model.name
+
+
+def plot_eval(summary_path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Grouped bars: one group per accuracy metric, one bar per model. Raises PlotError on bad input."""
+    summary_path = Path(summary_path)
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlotError(f"{summary_path}: evaluation summary not found") from None
+    except (OSError, ValueError) as error:
+        raise PlotError(f"{summary_path}: not readable JSON ({error})") from None
+    try:
+        models = parse_eval_summary(summary)
+    except PlotError as error:
+        raise PlotError(f"{summary_path}: {error}") from None
+
+    metrics = [m for m in EVAL_METRICS if any(m in model.accuracies for model in models)]
+    fig, (ax,) = _new_figure(1, panel_size=(max(7.0, 1.6 * len(metrics) * len(models)), 4.8))
+    width = 0.8 / len(models)
+    for index, model in enumerate(models):
+        xs = [i + (index - (len(models) - 1) / 2) * width for i, m in enumerate(metrics) if m in model.accuracies]
+        heights = [model.accuracies[m] for m in metrics if m in model.accuracies]
+        bars = ax.bar(xs, heights, width, label=_model_label(model), color=f"C{index}")
+        ax.bar_label(bars, fmt="%.3f", fontsize="small", padding=2)
+    ax.set_xticks(range(len(metrics)), metrics)
+    top = max(v for model in models for v in model.accuracies.values())
+    ax.set_ylim(0, max(1.0, top) * 1.1)  # room for the labels; > 1 means the summary was not 0-1 after all
+    ax.set_ylabel("accuracy (fraction of problems, 0-1)")
+    ax.set_xlabel("answer check")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+    fig.suptitle(f"{summary_path.resolve().parent.name}: evaluation accuracy by model", fontsize="large")
+    out = (Path(out_dir) if out_dir else summary_path.parent / PLOTS_SUBDIR) / "eval_accuracy.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+
+
+@dataclass
+class PlotArguments:
+    """Options of plot.py (the run directory is the positional argument)."""
+
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where to write the PNGs (default: RUN_DIR/plots).", "metavar": "DIR"}
+    )
+    eval: str | None = field(
+        default=None,
+        metadata={
+            "help": "An evaluation summary.json to draw as a bar chart (default: RUN_DIR/summary.json if any).",
+            "metavar": "SUMMARY_JSON",
+        },
+    )
+    smoothing: float | None = field(
+        default=None,
+        metadata={
+            "help": "EMA weight in [0, 1): 0 = raw curves only, 0.9 = about 10 points averaged "
+            "(default: picked from the number of logged steps).",
+            "metavar": "W",
+        },
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[str | None, PlotArguments]:
+    """The run directory (or None) and the options; argparse exits with code 2 on a bad command line."""
+    from transformers import HfArgumentParser  # here, so `import plot` for load_metrics stays light
+
+    # The module docstring's commands as the help text; the fields' help already says what their defaults mean.
+    parser = HfArgumentParser(
+        PlotArguments, description=__doc__.split("\nInput:")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "run_dir",
+        nargs="?",
+        default=None,
+        metavar="RUN_DIR",
+        help="A training run's output directory (with metrics.jsonl).",
+    )
+    args, extra = parser.parse_args_into_dataclasses(args=argv)
+    if extra.run_dir is None and args.eval is None:
+        parser.error("give a RUN_DIR, --eval SUMMARY_JSON, or both")
+    if args.smoothing is not None and not 0.0 <= args.smoothing < 1.0:
+        parser.error(f"--smoothing must be in [0, 1), got {args.smoothing}")
+    return extra.run_dir, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Draw what was asked, print the written paths; returns 0, or 2 with one line on stderr."""
+    run_dir, args = parse_args(argv)
+    written: list[Path] = []
+    try:
+        eval_summary = args.eval
+        if run_dir is not None:
+            run_path = Path(run_dir)
+            has_summary = (run_path / EVAL_SUMMARY_FILE).is_file()
+            # An evaluation output directory holds a summary.json and no metrics: just the bar chart then.
+            if metrics_path(run_path).is_file() or not has_summary:
+                written += plot_run(run_path, args.output_dir, args.smoothing)
+            if eval_summary is None and has_summary:
+                eval_summary = run_path / EVAL_SUMMARY_FILE
+        if eval_summary is not None:
+            written.append(plot_eval(eval_summary, args.output_dir))
+        status = 0
+    except PlotError as error:
+        print(f"plot.py: error: {error}", file=sys.stderr)
+        status = 2
+    for path in written:  # also on an error: a run's curves are worth having when its eval summary is bad
+        print(path)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""plot.py on a synthetic TRL log: PNGs written, partial lines and the summary entry handled, clear errors."""
+
+import json
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+import plot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REWARD_FUNCS = ("custom_reward_func", "integer_reward")
+
+
+def step_entry(step: int, steps: int, rng: random.Random, kl: bool) -> dict:
+    """One GRPO log entry with the keys trl 1.16 logs, values drifting the way a healthy run's do."""
+    progress = step / steps
+    entry = {
+        "loss": rng.gauss(0.01, 0.02),
+        "grad_norm": abs(rng.gauss(0.5, 0.2)),
+        "learning_rate": 5e-6 * (1 - progress),
+        "num_tokens": 4096.0 * step,
+        "completions/mean_length": 180 + 120 * progress + rng.gauss(0, 15),
+        "completions/min_length": 40 + rng.gauss(0, 5),
+        "completions/max_length": 512.0,
+        "completions/clipped_ratio": max(0.0, 0.3 - 0.25 * progress + rng.gauss(0, 0.05)),
+        "completions/mean_terminated_length": 160 + 100 * progress,
+        "completions/min_terminated_length": 40.0,
+        "completions/max_terminated_length": 500.0,
+        "rewards/custom_reward_func/mean": 2 + 20 * progress + rng.gauss(0, 2),
+        "rewards/custom_reward_func/std": 5 + rng.random(),
+        "rewards/integer_reward/mean": 0.1 + 0.35 * progress,
+        "rewards/integer_reward/std": 0.2,
+        "reward": 2.1 + 20.35 * progress + rng.gauss(0, 2),
+        "reward_std": 5.5 + rng.random(),
+        "frac_reward_zero_std": 0.1,
+        "entropy": 0.9 - 0.3 * progress,
+        "clip_ratio/low_mean": 0.0,
+        "clip_ratio/region_mean": 0.0,
+        "step_time": 12.0 + rng.random(),
+        "epoch": round(progress, 4),
+        "step": step,
+    }
+    if kl:
+        entry["kl"] = 0.001 * step
+    return entry
+
+
+def write_run(run_dir, steps: int = 20, kl: bool = True, finished: bool = True, partial_last: bool = True):
+    rng = random.Random(0)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(step_entry(step, steps, rng, kl)) for step in range(1, steps + 1)]
+    if finished:
+        summary = {
+            "train_runtime": 250.0,
+            "train_samples_per_second": 1.3,
+            "train_steps_per_second": 0.08,
+            "total_flos": 0.0,
+            "train_loss": 0.011,
+            "epoch": 1.0,
+            "step": steps,
+        }
+        lines.append(json.dumps(summary))
+    text = "\n".join(lines) + "\n"
+    if partial_last:
+        text += json.dumps(step_entry(steps + 1, steps, rng, kl))[:57]  # caught mid-write
+    (run_dir / "metrics.jsonl").write_text(text)
+    return run_dir
+
+
+def write_eval_summary(path):
+    summary = {
+        "models": {
+            "base": {
+                "strict": 0.0887,
+                "numeric": 0.1,
+                "flexible": 0.31,
+                "formatted": 0.42,
+                "mean_tokens": 210.5,
+                "cut_off": 0.08,
+                "n": 1319,
+            },
+            "tuned": {
+                "strict": 0.6528,
+                "numeric": 0.66,
+                "flexible": 0.7,
+                "formatted": 0.97,
+                "mean_tokens": 260.0,
+                "cut_off": 0.02,
+                "n": 1319,
+            },
+        },
+        "dataset": "openai/gsm8k",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary))
+    return path
+
+
+def assert_pngs(paths):
+    assert paths
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC), path
+        assert len(data) > 5000, path  # a figure with curves, not an empty canvas
+
+
+def printed_paths(capsys):
+    return [plot.Path(line) for line in capsys.readouterr().out.splitlines()]
+
+
+# --- reading the log -------------------------------------------------------------------------------------
+
+
+def test_load_metrics_skips_partial_line_and_summary_and_sorts(tmp_path):
+    entries = plot.load_metrics(write_run(tmp_path / "run"))
+    assert [e["step"] for e in entries] == list(range(1, 21))
+    assert all("train_runtime" not in e for e in entries)
+
+
+def test_load_metrics_keeps_the_last_entry_of_a_step_logged_twice(tmp_path):
+    lines = [
+        {"loss": 1.0, "step": 1},
+        {"loss": 2.0, "step": 2},
+        {"loss": 3.0, "step": 2},
+        {"eval_loss": 0.5, "step": 2},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    assert [e["loss"] for e in plot.load_metrics(tmp_path)] == [1.0, 3.0]
+
+
+def test_load_metrics_of_a_run_with_nothing_logged_yet_is_empty(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("")
+    assert plot.load_metrics(tmp_path) == []
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no metrics file"):
+        plot.load_metrics(tmp_path / "empty")
+
+
+def test_ema_is_debiased_and_skips_nan():
+    assert plot.ema([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])
+    smoothed = plot.ema([1.0, math.nan, 3.0], 0.5)
+    assert smoothed[0] == 1.0 and math.isnan(smoothed[1]) and smoothed[2] == pytest.approx((0.25 + 1.5) / 0.75)
+
+
+# --- drawing ---------------------------------------------------------------------------------------------
+
+
+def test_run_figures_are_written_and_printed(tmp_path, capsys):
+    run = write_run(tmp_path / "my-run")
+    assert plot.main([str(run)]) == 0
+    paths = printed_paths(capsys)
+    names = {p.name for p in paths}
+    assert names == {"rewards.png", "completion_length.png", "loss.png", "kl_entropy.png", "learning_rate.png"}
+    assert all(p.parent == run / "plots" for p in paths)
+    assert_pngs(paths)
+
+
+def test_output_dir_with_dashes_and_no_kl_run_in_progress(tmp_path, capsys):
+    run = write_run(tmp_path / "run", kl=False, finished=False)
+    assert plot.main([str(run), "--output-dir", str(tmp_path / "figs"), "--smoothing", "0"]) == 0
+    paths = printed_paths(capsys)
+    assert {p.parent for p in paths} == {tmp_path / "figs"}
+    assert "kl_entropy.png" in {p.name for p in paths}  # entropy alone still gets its panel
+    assert_pngs(paths)
+
+
+def test_eval_summary_bar_chart(tmp_path, capsys):
+    summary = write_eval_summary(tmp_path / "eval" / "summary.json")
+    assert plot.main(["--eval", str(summary), "--output_dir", str(tmp_path / "out")]) == 0
+    paths = printed_paths(capsys)
+    assert [p.name for p in paths] == ["eval_accuracy.png"]
+    assert_pngs(paths)
+
+
+def test_eval_summary_in_the_run_dir_is_drawn_too(tmp_path, capsys):
+    run = write_run(tmp_path / "run")
+    write_eval_summary(run / "summary.json")
+    assert plot.main([str(run)]) == 0
+    assert "eval_accuracy.png" in {p.name for p in printed_paths(capsys)}
+
+
+def test_eval_schema_variants_and_junk():
+    scores = plot.parse_eval_summary({"base": {"strict": 0.1, "flexible": {"accuracy": 0.3}, "n": "?"}, "meta": 3})
+    assert [(s.name, s.accuracies, s.n) for s in scores] == [("base", {"strict": 0.1, "flexible": 0.3}, None)]
+    listed = plot.parse_eval_summary({"models": [{"name": "tuned", "numeric": 0.5}]})
+    assert listed[0].name == "tuned"
+    with pytest.raises(plot.PlotError, match="no model with any of strict"):
+        plot.parse_eval_summary({"models": {"base": {"accuracy": "high"}}})
+
+
+# --- errors: one line on stderr, exit code 2 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: None, "run directory not found"),
+        (lambda d: d.mkdir(), "no metrics file"),
+        (lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text("\n")), "empty, nothing logged yet"),
+        (
+            lambda d: (d.mkdir(), (d / "metrics.jsonl").write_text('{"train_runtime": 1.0, "step": 0}\n{"lo')),
+            "no training-step entries",
+        ),
+    ],
+    ids=["no-dir", "no-file", "empty", "summary-only"],
+)
+def test_unusable_run_dir_exits_2_with_one_line(tmp_path, capsys, setup, message):
+    run = tmp_path / "run"
+    setup(run)
+    assert plot.main([str(run)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and message in captured.err and captured.err.startswith("plot.py: error:")
+
+
+def test_bad_eval_summary_exits_2(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text("{not json")
+    assert plot.main(["--eval", str(tmp_path / "summary.json")]) == 2
+    assert "not readable JSON" in capsys.readouterr().err
+
+
+def test_command_line_end_to_end(tmp_path):
+    run = write_run(tmp_path / "run")
+    ok = subprocess.run([sys.executable, "plot.py", str(run)], cwd=REPO, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert len(ok.stdout.split()) == 5
+    missing = subprocess.run(
+        [sys.executable, "plot.py", str(tmp_path / "nope")], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert missing.returncode == 2 and "run directory not found" in missing.stderr
+
+
+def test_only_a_corrupt_complete_line_is_reported(tmp_path):
+    good = json.dumps({"loss": 1.0, "step": 1})
+    (tmp_path / "metrics.jsonl").write_text(f"{good}\n{{broken\n{good[:10]}")
+    entries, unreadable = plot.read_jsonl(tmp_path / "metrics.jsonl")
+    assert len(entries) == 1 and unreadable == 1  # the unterminated last line is a write in progress
