@@ -39,10 +39,13 @@ from pathlib import Path
 
 # Run as `python bench/reward_speed.py` from the repo root: the repo's modules live one folder up.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nltk
 
+import blog_reward
 import rewards
+from blog_reward import blog_reward_func
 
 # ---------------------------------------------------------------------------------------------------------
 # Realistic completions, seeded
@@ -160,10 +163,6 @@ def make_completions(n: int, seed: int) -> tuple[list[list[dict[str, str]]], lis
     return [[{"role": "assistant", "content": text}] for text, _ in pairs], [gold for _, gold in pairs]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The baseline: the blog's reward as the blog wrote it (tests/test_rewards.py BLOG_REFERENCE), answer[i] fix
-
-
 def punkt_available() -> bool:
     """True when NLTK finds the English punkt_tab data (NLTK_DATA or its default paths)."""
     try:
@@ -171,70 +170,6 @@ def punkt_available() -> bool:
         return True
     except LookupError:
         return False
-
-
-# Set in main(): nltk.word_tokenize, or without punkt_tab the same fallback rewards.py uses.
-word_tokenize: Callable[[str], list[str]] = nltk.word_tokenize
-
-
-def blog_extract_xml_answer(response: str, tag: str = "answer") -> str:
-    match = re.search(rf"<{tag}>(.*?)</{tag}>", response, re.DOTALL)
-    if match:
-        return match.group(1).strip()
-    return ""
-
-
-def blog_reward_func(prompts, completions, answer, **kwargs) -> list[float]:
-    """The blog's custom_reward_func, formula and control flow unchanged, with answer[i] for answer[0]."""
-    responses = [completion[0]["content"] for completion in completions]
-    rewards_out = []
-    for i, original_response in enumerate(responses):
-        extracted_answer = blog_extract_xml_answer(original_response, tag="answer")
-        extracted_reasoning = blog_extract_xml_answer(original_response, tag="reasoning")
-        extracted_validate = blog_extract_xml_answer(original_response, tag="validate")
-        is_correct = extracted_answer == answer[i]
-        is_int = extracted_answer.isdigit()
-        has_reasoning_tags = "<reasoning>" in original_response and "</reasoning>" in original_response
-        has_validate_tags = "<validate>" in original_response and "</validate>" in original_response
-        reasoning_length = len(word_tokenize(extracted_reasoning.lower()))
-        validate_length = len(word_tokenize(extracted_validate.lower()))
-        reward = 0.0
-        reasoning_reward = 0.0
-        if is_correct:
-            reward += 5.0
-        if is_int:
-            reward += 0.5
-        if has_validate_tags:
-            reward *= 1.25
-            if validate_length >= 5:
-                if validate_length >= 256:
-                    validate_bonus = 3.0
-                else:
-                    validate_bonus = ((validate_length - 5) / (256 - 5)) * 3.0
-            else:
-                validate_bonus = 0.0
-        else:
-            validate_bonus = 0.0
-        if has_reasoning_tags:
-            reward *= 1.25
-            if reasoning_length >= 5:
-                if reasoning_length <= 5:
-                    reasoning_reward = 0.0
-                elif reasoning_length >= 1024:
-                    reasoning_reward = 5.0
-                else:
-                    reasoning_reward = ((reasoning_length - 5) / (1024 - 5)) * 10
-            else:
-                reasoning_reward = 0.0
-        else:
-            reasoning_reward = 0.0
-        total_reward = reward + reasoning_reward + validate_bonus
-        if has_validate_tags:
-            validate_lower = extracted_validate.lower()
-            if re.search(r"(wait|but|rethink)(?=.{20,})", validate_lower, re.DOTALL):
-                total_reward *= 10.0
-        rewards_out.append(total_reward)
-    return rewards_out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -285,16 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of both functions")
     args = parser.parse_args(argv)
 
-    global word_tokenize
     has_punkt = punkt_available()
     print(f"python {platform.python_version()} on {platform.machine()}, nltk {nltk.__version__}")
     if has_punkt:
-        word_tokenize = nltk.word_tokenize
+        blog_reward.word_tokenize = nltk.word_tokenize
         print("word counts: nltk.word_tokenize with punkt_tab")
     else:
         print("word counts: punkt_tab NOT found (set NLTK_DATA): both use rewards.py's offline approximation")
         # rewards.py falls back to this data-free approximation; the baseline must count words the same way.
-        word_tokenize = rewards._word_tokenizer()
+        blog_reward.word_tokenize = rewards._word_tokenizer()
 
     rss_start = peak_rss_mib()
     completions, golds = make_completions(args.n, args.seed)

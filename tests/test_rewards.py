@@ -280,64 +280,6 @@ def test_capped_count_never_changes_the_bonus(text):
         assert count_words(text, cap=cap) in (cap, exact)
 
 
-BLOG_REFERENCE = '''
-import re
-from nltk.tokenize import word_tokenize
-def extract_xml_answer(response, tag="answer"):
-    match = re.search(rf'<{tag}>(.*?)</{tag}>', response, re.DOTALL)
-    if match:
-        return match.group(1).strip()
-    return ""
-def blog(responses, answer):
-    rewards = []
-    for i, original_response in enumerate(responses):
-        extracted_answer = extract_xml_answer(original_response, tag="answer")
-        extracted_reasoning = extract_xml_answer(original_response, tag="reasoning")
-        extracted_validate = extract_xml_answer(original_response, tag="validate")
-        is_correct = (extracted_answer == answer[i])
-        is_int = extracted_answer.isdigit()
-        has_reasoning_tags = "<reasoning>" in original_response and "</reasoning>" in original_response
-        has_validate_tags = "<validate>" in original_response and "</validate>" in original_response
-        reasoning_length = len(word_tokenize(extracted_reasoning.lower()))
-        validate_length = len(word_tokenize(extracted_validate.lower()))
-        reward = 0.0
-        reasoning_reward = 0.0
-        if is_correct:
-            reward += 5.0
-        if is_int:
-            reward += 0.5
-        if has_validate_tags:
-            reward *= 1.25
-            if validate_length >= 5:
-                if validate_length >= 256:
-                    validate_bonus = 3.0
-                else:
-                    validate_bonus = ((validate_length - 5) / (256 - 5)) * 3.0
-            else:
-                validate_bonus = 0.0
-        else:
-            validate_bonus = 0.0
-        if has_reasoning_tags:
-            reward *= 1.25
-            if reasoning_length >= 5:
-                if reasoning_length <= 5:
-                    reasoning_reward = 0.0
-                elif reasoning_length >= 1024:
-                    reasoning_reward = 5.0
-                else:
-                    reasoning_reward = ((reasoning_length - 5) / (1024 - 5)) * 10
-            else:
-                reasoning_reward = 0.0
-        else:
-            reasoning_reward = 0.0
-        total_reward = reward + reasoning_reward + validate_bonus
-        if has_validate_tags:
-            validate_lower = extracted_validate.lower()
-            if re.search(r"(wait|but|rethink)(?=.{20,})", validate_lower, re.DOTALL):
-                total_reward *= 10.0
-        rewards.append(total_reward)
-    return rewards
-'''
 
 FRAGMENTS = st.sampled_from(
     ["<reasoning>", "</reasoning>", "<validate>", "</validate>", "<answer>", "</answer>", "72", "wait", "but",
@@ -350,10 +292,11 @@ TEXTS = st.lists(st.one_of(FRAGMENTS, st.text(max_size=40)), max_size=30).map(""
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(TEXTS, min_size=1, max_size=4), st.sampled_from(["72", "-3", "1,000", ""]))
 def test_equals_the_blogs_code_with_the_answer_fix(texts, gold):
-    namespace = {}
-    exec(BLOG_REFERENCE, namespace)
+    from blog_reward import blog_reward_func
+
     golds = [gold] * len(texts)
-    assert custom_reward_func(None, texts, golds) == pytest.approx(namespace["blog"](texts, golds))
+    conversational = [[{"role": "assistant", "content": t}] for t in texts]
+    assert custom_reward_func(None, texts, golds) == pytest.approx(blog_reward_func(None, conversational, golds))
 
 
 def test_offline_fallback_never_downloads_and_is_announced_once(tmp_path):
@@ -398,3 +341,22 @@ def test_huge_and_pathological_completions_stay_fast_and_finite():
     assert all(math.isfinite(v) for v in values)
     assert values[1] == pytest.approx(10 * (5.0 + 3.0))
     assert values[2] == 5.5
+
+
+PROSE = st.lists(
+    st.one_of(
+        st.sampled_from(["Mr.", "e.g.", "isn't", "can't", '"quoted"', "“smart”", "(3)", "[x]", "--", "...", "$1,234.50",
+                         "U.S.", "end.", "Wait!", "so?", "'tis", "a:b", "x;", "#5", "50%", "&", "<b>", "{y}", "—"]),
+        st.text(max_size=12),
+    ),
+    max_size=60,
+).map(" ".join)
+
+
+@needs_punkt
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(PROSE)
+def test_fast_tokenizer_gives_nltk_word_tokenize_tokens(text):
+    import nltk
+
+    assert rewards._word_tokenizer()(text) == nltk.word_tokenize(text)
