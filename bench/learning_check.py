@@ -1,6 +1,7 @@
 """Does our GRPO wiring learn? A toy task whose reward a random tiny model can climb, through train.py.
 
-    python bench/learning_check.py            # CPU, offline, about a minute; exit 1 when it does not learn
+    python bench/learning_check.py            # CPU, offline, 1-3 minutes; exit 1 when it does not learn
+    python bench/learning_check.py --output_dir outputs/learning-check && python plot.py outputs/learning-check
 
 The reward is the share of digits among the characters a completion writes: a random model writes a digit
 now and then, so GRPO has a signal from the first step. The run goes through train.main (the same parsing,
@@ -11,6 +12,7 @@ least twice that of the first 10.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -31,21 +33,22 @@ def digit_share_reward(completions, **kwargs) -> list[float]:
     return shares
 
 
-def main(steps: int = 40) -> int:
+def main(steps: int = 40, output_dir: str | None = None) -> int:
     """Train the tiny model on the toy reward and compare the first and last 10 steps' mean reward."""
     import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        output_dir = Path(tmp) / "run"
+        run_dir = Path(output_dir or Path(tmp) / "run")
         train.main([
-            "--smoke", "--output_dir", str(output_dir),
+            "--smoke", "--output_dir", str(run_dir),
             "--reward_funcs", f"{Path(__file__).resolve()}:digit_share_reward",
             "--max_steps", str(steps), "--save_steps", str(steps),
             "--num_generations", "8", "--per_device_train_batch_size", "16",  # 2 prompts x 8 completions
             "--max_completion_length", "16", "--learning_rate", "5e-3", "--beta", "0", "--temperature", "1.0",
             "--lora_r", "16", "--lora_alpha", "32", "--logging_steps", "1", "--seed", "0",
-        ])
-        logs = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+            "--log_completions", "false",
+        ])  # fmt: skip
+        logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rewards = [entry["reward"] for entry in logs if "reward" in entry]
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
     print("\nreward per step:", " ".join(f"{r:.3f}" for r in rewards))
@@ -58,4 +61,8 @@ def main(steps: int = 40) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    parser = argparse.ArgumentParser(description="GRPO learning check on a toy reward (CPU, offline).")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps (>= 20)")
+    parser.add_argument("--output_dir", "--output-dir", help="keep the run here (default: a temporary folder)")
+    cli = parser.parse_args()
+    raise SystemExit(main(cli.steps, cli.output_dir))

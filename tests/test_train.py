@@ -262,3 +262,10 @@ def test_unsloth_is_imported_before_trl(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.split()[-2:] == ["unsloth", "True"], result.stderr[-2000:]
+
+
+def test_grpo_wiring_learns_a_toy_reward():
+    # bench/learning_check.py trains through train.main on a reward a random model can climb.
+    result = run_script("bench/learning_check.py", "--steps", "30", timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "learning check: PASS" in result.stdout
