@@ -205,12 +205,32 @@ def generate_hf(
     batch_size: int,
 ) -> list[Completion]:
     """Greedy completions with transformers, in order; prompts are batched longest first."""
+    tokenizer = load_tokenizer(source.tokenizer)
+    model = load_hf_model(source)
+    completions = generate_with_model(model, tokenizer, messages_list, max_new_tokens, batch_size, label=source.label)
+    del model
+    _free_memory()
+    return completions
+
+
+def generate_with_model(
+    model: Any,
+    tokenizer: Any,
+    messages_list: list[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int,
+    label: str = "generate",
+) -> list[Completion]:
+    """generate_hf's greedy loop on a model and tokenizer already loaded (bench/gpu_bench.py times it).
+
+    `tokenizer` must pad on the left (load_tokenizer's); `model.generation_config` is replaced by the greedy one.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import GenerationConfig
 
-    tokenizer = load_tokenizer(source.tokenizer)
-    model = load_hf_model(source)
+    if tokenizer.padding_side != "left" or tokenizer.pad_token is None:  # right padding splits prompt and answer
+        raise ValueError("generate_with_model needs a left-padding tokenizer with a pad token (load_tokenizer)")
     stop_ids = stop_token_ids(tokenizer, model)
     # Replaced, not passed to generate(): generate() fills every unset field from the model's own config,
     # which would bring back Qwen's repetition_penalty=1.05 and sampling settings.
@@ -223,7 +243,7 @@ def generate_hf(
     # Longest first: similar lengths share a batch (little padding) and an out-of-memory shows up at once.
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])
     completions: list[Completion | None] = [None] * len(texts)
-    with torch.inference_mode(), tqdm(total=len(texts), desc=source.label, unit="problem") as bar:
+    with torch.inference_mode(), tqdm(total=len(texts), desc=label, unit="problem") as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             inputs = tokenizer(
@@ -233,6 +253,4 @@ def generate_hf(
             for i, row in zip(batch, output[:, inputs["input_ids"].shape[1] :].tolist()):
                 completions[i] = to_completion(tokenizer, row, stop_ids)
             bar.update(len(batch))
-    del model
-    _free_memory()
     return completions  # type: ignore[return-value]

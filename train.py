@@ -287,8 +287,8 @@ def save_run_config(script_args: ScriptArguments, training_args, backend: str) -
 # --- the run -----------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse, check, load data and model, train with GRPO, save."""
+def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> None:
+    """Parse, check, load data and model, train with GRPO, save; `extra_callbacks` join the trainer's (benchmarks)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         script_args, training_args, backend, notes = parse_args(argv)
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsFileCallback(training_args.output_dir), GracefulInterruptCallback()],
+        callbacks=[MetricsFileCallback(training_args.output_dir), GracefulInterruptCallback(), *(extra_callbacks or [])],
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.

@@ -29,7 +29,6 @@ import io
 import platform
 import pstats
 import random
-import re
 import resource
 import sys
 import time
