@@ -30,13 +30,10 @@ another process takes a core: `--threads 1` gives steadier figures there. The lo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +42,9 @@ from pathlib import Path
 REPO_DIR = Path(__file__).resolve().parent.parent
 # Run as `python bench/eval_speed.py` from the repo root: the repo's modules live one folder up.
 sys.path.insert(0, str(REPO_DIR))
+
+import benchutil  # noqa: E402  (bench/ is on sys.path when run as a script)
+from benchutil import peak_rss_mib  # noqa: E402
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -54,12 +54,6 @@ VARIANTS = ("batched", "one-at-a-time")
 # --qwen_shape: a 0.5B float32 model on 2 CPU cores: about a minute for this much, idle (4+ minutes when busy).
 QWEN_DEFAULTS = {"n": 8, "max_new_tokens": 16, "rounds": 1, "repeat": 1}
 TINY_DEFAULTS = {"n": 32, "max_new_tokens": 64, "rounds": 3, "repeat": 3}
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def bench_prompts(n: int) -> list[list[dict[str, str]]]:
@@ -73,27 +67,12 @@ def bench_prompts(n: int) -> list[list[dict[str, str]]]:
     return [messages[i % len(messages)] for i in range(n)]
 
 
-@contextlib.contextmanager
-def quiet_stdout():
-    """Silence file descriptor 1: the tokenizers BPE trainer writes blank progress lines there from Rust."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def build_model(model_dir: Path, qwen_shape: bool) -> None:
     """The tiny model (smoke.build_tiny_model), or a random Qwen2.5-0.5B-shaped one with the tiny tokenizer."""
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # "Writing model shards"; the workers keep theirs (captured)
-    with quiet_stdout():
-        _build_model(model_dir, qwen_shape)
+    _build_model(model_dir, qwen_shape)
 
 
 def _build_model(model_dir: Path, qwen_shape: bool) -> None:
@@ -157,17 +136,8 @@ def run_worker(variant: str, args: argparse.Namespace, model_dir: Path, out: Pat
         "batch_size": args.batch_size,
         "repeat": args.repeat,
         "threads": args.threads,
-        "out": out,
     }
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        *(x for k, v in flags.items() for x in (f"--{k}", str(v))),
-    ]
-    done = subprocess.run(command, check=False, cwd=REPO_DIR, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{variant} worker failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(out.read_text())
+    return benchutil.run_worker(__file__, flags, out, variant)
 
 
 def first_difference(a: list[int], b: list[int]) -> int:

@@ -29,7 +29,6 @@ import io
 import platform
 import pstats
 import random
-import resource
 import sys
 import time
 import tracemalloc
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nltk
 
 import blog_reward
+from benchutil import peak_rss_mib
 import rewards
 from blog_reward import blog_reward_func
 
@@ -175,12 +175,6 @@ def punkt_available() -> bool:
 # Measuring
 
 RewardFunc = Callable[..., list[float]]
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def timed(func: RewardFunc, completions: list, golds: list[str]) -> float:

@@ -36,15 +36,12 @@ The last line is the headline ratio, train.py / bare seconds per step (best roun
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +50,9 @@ from pathlib import Path
 REPO_DIR = Path(__file__).resolve().parent.parent
 # Run as `python bench/train_overhead.py` from the repo root: the repo's modules live one folder up.
 sys.path.insert(0, str(REPO_DIR))
+
+import benchutil  # noqa: E402  (bench/ is on sys.path when run as a script)
+from benchutil import peak_rss_mib  # noqa: E402
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -63,26 +63,6 @@ VARIANTS = ("train.py", "bare")
 SEED = 1907  # the recipe's seed, which train.py --smoke keeps
 # Fields that name places or are derived from them, not how training runs.
 IGNORED_FIELDS = {"output_dir", "logging_dir", "run_name", "hub_model_id"}
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-@contextlib.contextmanager
-def quiet_stdout():
-    """Silence file descriptor 1: the tokenizers BPE trainer writes blank progress lines there from Rust."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,19 +204,10 @@ def run_worker(variant: str, args: argparse.Namespace, model_dir: Path, out: Pat
         "max_completion_length": args.max_completion_length,
         "threads": args.threads,
         "train_args": args.train_args,
-        "out": out,
     }
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        *(f"--{k}={v}" for k, v in flags.items()),  # "=": --train_args' value starts with "--"
-    ]
     start = time.perf_counter()
-    done = subprocess.run(command, check=False, cwd=REPO_DIR, capture_output=True, text=True)
+    result = benchutil.run_worker(__file__, flags, out, variant)
     wall_s = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"{variant} worker failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    result = json.loads(out.read_text())
     result["wall_s"] = wall_s
     later = result["step_wall_s"][1:] or result["step_wall_s"]  # "steps after the first"
     result["median_step_s"] = statistics.median(later)
@@ -304,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.disable_progress_bar()  # "Writing model shards" in this process only
 
-        with quiet_stdout():
-            model_dir = build_tiny_model(Path(tmp) / "tiny")  # the same folder for both variants
+        model_dir = build_tiny_model(Path(tmp) / "tiny")  # the same folder for both variants
         for round_index in range(args.rounds):
             order = VARIANTS if round_index % 2 == 0 else VARIANTS[::-1]  # alternate, so drift hits both alike
             for variant in order:

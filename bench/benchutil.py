@@ -1,0 +1,29 @@
+"""Small helpers the benchmarks share: peak memory, and running one variant in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def run_worker(script: str | Path, flags: dict, out: Path, label: str) -> dict:
+    """Run `python SCRIPT --key=value ...` from the repo root and return the JSON it wrote to `out`.
+
+    A fresh process per variant, so each one's peak RSS is its own. `--key=value`: a value may start with "--".
+    """
+    command = [sys.executable, str(script), *(f"--{key}={value}" for key, value in flags.items()), f"--out={out}"]
+    done = subprocess.run(command, check=False, cwd=REPO_DIR, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{label} worker failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(Path(out).read_text())
