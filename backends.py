@@ -43,22 +43,22 @@ def is_installed(package: str) -> bool:
         return True
 
 
-def resolve_backend(requested: str, smoke: bool = False) -> tuple[str, str]:
+def resolve_backend(requested: str, cpu_only: bool = False) -> tuple[str, str]:
     """Pick the training backend; returns (name, why). Asking for an impossible one is a BackendError."""
     if requested not in BACKENDS:
         raise BackendError(f"unknown backend '{requested}'; choose from: {', '.join(BACKENDS)}")
     has_cuda = cuda_available()
     has_unsloth = is_installed("unsloth")
     if requested == "unsloth":
-        if not has_cuda:
-            raise BackendError("backend 'unsloth' needs a CUDA GPU, and torch sees none (use --backend hf)")
+        if not has_cuda or cpu_only:
+            raise BackendError("backend 'unsloth' needs a CUDA GPU, and torch sees none or --use_cpu is set (use --backend hf)")
         if not has_unsloth:
             raise BackendError("backend 'unsloth' needs unsloth and vllm: pip install -r requirements.txt")
         return "unsloth", "requested with --backend unsloth"
     if requested == "hf":
         return "hf", "requested with --backend hf"
-    if smoke:
-        return "hf", "smoke run: tiny model on CPU"
+    if cpu_only:
+        return "hf", "CPU run (--use_cpu, or --smoke)"
     if has_cuda and has_unsloth:
         return "unsloth", "CUDA GPU and unsloth found"
     if not has_cuda:

@@ -120,10 +120,13 @@ def main_process_print(*args: Any) -> None:
 # --- configuration: recipe < --smoke < --config file < command line -----------------------------------------
 
 
+def _spellings(name: str) -> set[str]:
+    return {f"--{name}", f"--{name.replace('_', '-')}"}
+
+
 def _given(cli: list[str], name: str) -> bool:
     """True when the flag `name` is on the command line, in either spelling."""
-    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
-    return any(arg.split("=", 1)[0] in spellings for arg in cli)
+    return any(arg.split("=", 1)[0] in _spellings(name) for arg in cli)
 
 
 def _read_yaml(path: str | Path) -> dict[str, Any]:
@@ -144,7 +147,7 @@ def _flag_on(cli: list[str], name: str) -> bool:
     value = None
     for i, arg in enumerate(cli):
         key, _, inline = arg.partition("=")
-        if key in (f"--{name}", f"--{name.replace('_', '-')}"):
+        if key in _spellings(name):
             following = cli[i + 1].lower() if i + 1 < len(cli) else ""
             value = inline.lower() if inline else following if following in ("true", "false", "yes", "no", "1", "0") else "true"
     return value in ("true", "yes", "1")
@@ -166,10 +169,10 @@ def layered_defaults(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     return config, cli
 
 
-def adapt_to_machine(config: dict[str, Any], cli: list[str], backend: str) -> list[str]:
+def adapt_to_machine(config: dict[str, Any], cli: list[str], backend: str, use_cpu: bool) -> list[str]:
     """Turn off recipe settings this machine cannot run (unless given on the command line); returns notes."""
     notes = []
-    on_gpu = cuda_available() and not config.get("use_cpu")
+    on_gpu = cuda_available() and not use_cpu
     if config.get("bf16") and not (on_gpu and bf16_supported()) and not _given(cli, "bf16"):
         config["bf16"] = False
         notes.append("bf16 off: no bf16-capable GPU in use, training in float32")
@@ -189,15 +192,21 @@ def parse_args(argv: list[str]):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--backend", default=config.get("backend", "auto"))
     requested = pre.parse_known_args(cli)[0].backend
-    backend, reason = resolve_backend(requested, smoke=bool(config.get("use_cpu")))
+    use_cpu = _flag_on(cli, "use_cpu") if _given(cli, "use_cpu") else bool(config.get("use_cpu"))
+    backend, reason = resolve_backend(requested, cpu_only=use_cpu)
     if backend == "unsloth":
         import unsloth  # noqa: F401  -- must come before trl/transformers/peft: it patches them on import
-    notes = [f"backend: {backend} ({reason})", *adapt_to_machine(config, cli, backend)]
+    notes = [f"backend: {backend} ({reason})", *adapt_to_machine(config, cli, backend, use_cpu)]
 
     from trl import GRPOConfig, TrlParser
 
     # allow_abbrev=False: argparse would otherwise take a misspelt "--learning_rat" as --learning_rate.
-    parser = TrlParser((ScriptArguments, GRPOConfig), allow_abbrev=False)
+    parser = TrlParser(
+        (ScriptArguments, GRPOConfig),
+        allow_abbrev=False,
+        description="GRPO training on GSM8K. Defaults: recipes/qwen2.5-0.5b-gsm8k-grpo.yaml (the blog's run).",
+        epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
+    )
     unknown = parser.set_defaults_with_config(**config)
     if unknown:
         raise ConfigError(f"unknown option(s) in the config: {' '.join(unknown[::2])}")
