@@ -45,10 +45,8 @@ sys.path.insert(0, str(REPO_DIR))
 
 import benchutil  # noqa: E402  (bench/ is on sys.path when run as a script)
 from benchutil import peak_rss_mib  # noqa: E402
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+benchutil.go_offline()
 
 VARIANTS = ("batched", "one-at-a-time")
 # --qwen_shape: a 0.5B float32 model on 2 CPU cores: about a minute for this much, idle (4+ minutes when busy).

@@ -53,11 +53,8 @@ sys.path.insert(0, str(REPO_DIR))
 
 import benchutil  # noqa: E402  (bench/ is on sys.path when run as a script)
 from benchutil import peak_rss_mib  # noqa: E402
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("WANDB_MODE", "disabled")
+
+benchutil.go_offline()
 
 VARIANTS = ("train.py", "bare")
 SEED = 1907  # the recipe's seed, which train.py --smoke keeps
