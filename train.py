@@ -80,7 +80,11 @@ class ScriptArguments:
         metadata={"help": "Module names that get LoRA adapters."},
     )
     gpu_memory_utilization: float = field(
-        default=0.8, metadata={"help": "Share of GPU memory vLLM may use (0-1), Unsloth's engine or trl's colocated one."}
+        default=0.8,
+        metadata={
+            "help": "Share of GPU memory for Unsloth's vLLM engine, which shares the weights with training. "
+            "The hf backend's colocated vLLM keeps its own copy: set trl's --vllm_gpu_memory_utilization there."
+        },
     )
     dataset_name: str = field(
         default="openai/gsm8k", metadata={"help": "Hub dataset, or a local .jsonl/.json/.parquet file or folder."}
