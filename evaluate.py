@@ -19,9 +19,10 @@ plus, per model, the mean completion tokens and the share of completions cut off
 
 Output, in --output_dir (default: <checkpoint>/eval with --checkpoint, eval_results/smoke with --smoke,
 else eval_results/): summary.json, and base.jsonl / tuned.jsonl with every example. The base model's results
-are cached there (base.cache.json holds what they were made with: base model, dataset, split, limit,
-max_new_tokens, system prompt, backend, device); a later run with the same settings reuses them instead of
-generating again. Delete base.cache.json to force a fresh run.
+are cached there and in a shared cache ($GRPO_EVAL_CACHE, default ~/.cache/grpo-home/eval, one folder per
+setting), so comparing a second checkpoint reuses them. base.cache.json holds what they were made with (base
+model, dataset, split, limit, max_new_tokens, system prompt, backend, device); a run with other settings
+generates again. Delete base.cache.json (both places) to force a fresh run.
 
 Every input is checked before a model loads (exit code 2 and one line on stderr): the checkpoint folder, the
 base model (a local folder with config.json, or the Hugging Face hub / its local cache), the dataset and the
@@ -31,7 +32,9 @@ without them.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -324,13 +327,37 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def shared_base_cache(key: dict[str, Any]) -> Path:
+    """Where base results are kept across checkpoints: one folder per cache key, under $GRPO_EVAL_CACHE.
+
+    Each checkpoint gets its own output folder, so without this every comparison would regenerate the base.
+    """
+    root = Path(os.environ.get("GRPO_EVAL_CACHE", Path.home() / ".cache" / "grpo-home" / "eval")).expanduser()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return root / digest
+
+
+def store_base(folder: Path, key: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Write base.jsonl and, last, the base.cache.json that marks them complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "base.jsonl", records)
+    (folder / "base.cache.json").write_text(json.dumps(key, indent=2) + "\n")
+
+
+def cached_key(folder: Path) -> dict[str, Any] | None:
+    """The settings the base results in `folder` were made with, or None."""
+    try:
+        return json.loads((folder / "base.cache.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def load_cached_base(output_dir: Path, key: dict[str, Any], questions) -> list[dict[str, Any]] | None:
     """The base model's records from an earlier run with the same key, rescored with today's scorer; else None."""
-    key_file, results = output_dir / "base.cache.json", output_dir / "base.jsonl"
+    if cached_key(output_dir) != key:
+        return None
     try:
-        if json.loads(key_file.read_text()) != key:
-            return None
-        cached = [json.loads(line) for line in results.read_text().splitlines()]
+        cached = [json.loads(line) for line in (output_dir / "base.jsonl").read_text().splitlines()]
     except (OSError, ValueError):
         return None
     if [r["gold"] for r in cached] != list(questions["answer"]):
@@ -417,13 +444,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "backend": backend,
         "device": "cuda" if on_cuda else "cpu",  # bf16 on a GPU, float32 on CPU: not the same greedy text
     }
-    results = {"base": load_cached_base(plan.output_dir, cache_key, questions)}
-    if results["base"] is not None:
-        log(f"base: reusing {len(results['base'])} cached completions from {plan.output_dir / 'base.jsonl'}")
-    else:
+    shared_cache = shared_base_cache(cache_key)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for folder in (plan.output_dir, shared_cache):
+        cached = load_cached_base(folder, cache_key, questions)
+        if cached is not None:
+            log(f"base: reusing {len(cached)} cached completions from {folder / 'base.jsonl'}")
+            results["base"] = cached
+            break
+    if "base" not in results:
         (plan.output_dir / "base.cache.json").unlink(missing_ok=True)  # stale until the new results are written
         results["base"] = run(plan.base)
-        (plan.output_dir / "base.cache.json").write_text(json.dumps(cache_key, indent=2) + "\n")
+    for folder in (plan.output_dir, shared_cache):
+        if cached_key(folder) != cache_key:
+            store_base(folder, cache_key, results["base"])
 
     # --- tuned model ----------------------------------------------------------------------------------------
     if plan.tuned is not None:

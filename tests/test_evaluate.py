@@ -328,11 +328,29 @@ def test_base_results_are_reused_from_the_cache(adapter, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_second_checkpoint_reuses_the_base_results(adapter, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRPO_EVAL_CACHE", str(tmp_path / "shared"))
+    run_checkpoint(adapter, tmp_path / "first", "--limit", "4")
+    capsys.readouterr()
+    summary = run_checkpoint(adapter, tmp_path / "second", "--limit", "4")
+    log = capsys.readouterr().err
+    assert "base: reusing 4 cached completions from " + str(tmp_path / "shared") in log
+    assert "base: generating" not in log
+    assert read_jsonl(tmp_path / "second" / "base.jsonl") == read_jsonl(tmp_path / "first" / "base.jsonl")
+    assert summary["models"]["base"]["n"] == 4
+
+
+@pytest.mark.slow
 def test_base_cache_is_invalidated_when_the_settings_change(adapter, tmp_path, capsys):
     run_checkpoint(adapter, tmp_path, "--limit", "4")
     capsys.readouterr()
     run_checkpoint(adapter, tmp_path, "--limit", "3")
     assert "base: generating 3 completions" in capsys.readouterr().err
+    run_checkpoint(adapter, tmp_path, "--limit", "4")  # back to the first settings: from the shared cache
+    assert "base: reusing 4 cached completions" in capsys.readouterr().err
+    assert len(read_jsonl(tmp_path / "base.jsonl")) == 4
+    run_checkpoint(adapter, tmp_path, "--limit", "3")
+    capsys.readouterr()
     assert len(read_jsonl(tmp_path / "base.jsonl")) == 3
     assert json.loads((tmp_path / "base.cache.json").read_text())["limit"] == 3
 
