@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-METRICS_FILE = "metrics.jsonl"
+from run_metrics import METRICS_FILE
 
 
 class MetricsFileCallback(TrainerCallback):

@@ -1,0 +1,107 @@
+"""Reading a training run's metrics.jsonl, finished or in progress: pure Python, no matplotlib.
+
+`load_metrics(run_dir)` gives the training-step entries; plot.py draws them, and callbacks.py writes the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+# Keys only a training step logs. The run's final summary (train_runtime, train_loss, ...) and evaluation
+# entries (eval_*) have none of them, which is how they are told apart.
+STEP_KEYS = {"loss", "grad_norm", "learning_rate", "reward", "reward_std", "entropy", "kl", "frac_reward_zero_std"}
+STEP_KEY_PREFIXES = ("rewards/", "completions/", "clip_ratio/")
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """All JSON objects in a .jsonl file, and how many complete lines could not be read (blank ones aside).
+
+    A run in progress may be caught mid-write: an unterminated last line is skipped without being counted,
+    and any other unreadable line is skipped rather than fatal.
+    """
+    entries, unreadable = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)  # also reads NaN / Infinity, which json.dumps writes for them
+            except json.JSONDecodeError:
+                unreadable += line.endswith("\n")  # only the line being written lacks its newline
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+            else:
+                unreadable += 1
+    return entries, unreadable
+
+
+def is_step_entry(entry: dict[str, Any]) -> bool:
+    """True for a training step's log entry, False for the final summary and evaluation entries."""
+    return any(key in STEP_KEYS or key.startswith(STEP_KEY_PREFIXES) for key in entry)
+
+
+def step_entries(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training-step entries, sorted by step; a step logged again (a resumed run) keeps its last entry."""
+    by_step: dict[float, dict[str, Any]] = {}
+    for position, entry in enumerate(entries, start=1):
+        if not is_step_entry(entry):
+            continue
+        step = entry.get("step")
+        # TRL always logs `step`; the position only stands in for logs written some other way.
+        by_step[step if _is_number(step) else position] = entry
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def metrics_path(run_dir: str | Path) -> Path:
+    """RUN_DIR/metrics.jsonl; a path to a .jsonl file itself is taken as is."""
+    path = Path(run_dir)
+    return path if path.suffix == ".jsonl" else path / METRICS_FILE
+
+
+def existing_metrics_file(run_dir: str | Path) -> Path:
+    """RUN_DIR/metrics.jsonl, checked: FileNotFoundError names the missing directory or file."""
+    path = metrics_path(run_dir)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: run directory not found")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics file (train.py writes it as the run logs)")
+    return path
+
+
+def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The training-step log entries of a run, sorted by step ([] when none is logged yet).
+
+    Raises FileNotFoundError when the run directory or its metrics.jsonl does not exist.
+    """
+    return step_entries(read_jsonl(existing_metrics_file(run_dir))[0])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def series(entries: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of one metric over the entries that logged it as a number."""
+    steps, values = [], []
+    for position, entry in enumerate(entries, start=1):
+        value = entry.get(key)
+        if _is_number(value):
+            step = entry.get("step")
+            steps.append(float(step) if _is_number(step) else float(position))
+            values.append(float(value))
+    return steps, values
+
+
+def reward_components(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """The reward function names logged as rewards/<name>/mean, in first-seen order (the trainer's order)."""
+    names: dict[str, None] = {}
+    for entry in entries:
+        for key in entry:
+            if key.startswith("rewards/") and key.endswith("/mean"):
+                names[key[len("rewards/") : -len("/mean")]] = None
+    return list(names)
