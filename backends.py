@@ -12,7 +12,10 @@ Heavy imports live inside the functions: nothing here loads torch until a backen
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any
+
+from data import is_local_source
 
 BACKENDS = ("auto", "unsloth", "hf")
 
@@ -41,6 +44,23 @@ def is_installed(package: str) -> bool:
         return importlib.util.find_spec(package) is not None
     except ValueError:  # already imported without a spec (a stand-in module)
         return True
+
+
+def find_model(name: str) -> str | None:
+    """Why `name` is not a usable model: None when it is a local folder with config.json or on the hub."""
+    if Path(name).expanduser().is_dir() or is_local_source(name):
+        return None if (Path(name).expanduser() / "config.json").is_file() else "no local folder with config.json"
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
+            return None
+        if constants.HF_HUB_OFFLINE:
+            return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
+        return None if huggingface_hub.file_exists(name, "config.json") else "not on the Hugging Face hub"
+    except Exception as error:  # noqa: BLE001 -- bad repo id, no network, ...: all mean "cannot be loaded"
+        return f"not found locally nor on the Hugging Face hub ({type(error).__name__})"
 
 
 def resolve_backend(requested: str, cpu_only: bool = False) -> tuple[str, str]:

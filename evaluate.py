@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from backends import find_model
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from generation import (
     Completion,
@@ -225,23 +226,6 @@ def read_checkpoint(path: str) -> dict[str, Any] | None:
     raise InputError(
         f"--checkpoint {path}: holds neither a LoRA adapter (adapter_config.json) nor a model (config.json)"
     )
-
-
-def find_model(name: str) -> str | None:
-    """Why `name` is not a usable model: None when it is a local folder with config.json or on the hub."""
-    if Path(name).expanduser().is_dir() or is_local_source(name):
-        return None if (Path(name).expanduser() / "config.json").is_file() else "no local folder with config.json"
-    import huggingface_hub
-    from huggingface_hub import constants
-
-    try:
-        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
-            return None
-        if constants.HF_HUB_OFFLINE:
-            return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
-        return None if huggingface_hub.file_exists(name, "config.json") else "not on the Hugging Face hub"
-    except Exception as error:  # noqa: BLE001 -- bad repo id, no network, ...: all mean "cannot be loaded"
-        return f"not found locally nor on the Hugging Face hub ({type(error).__name__})"
 
 
 def has_tokenizer(folder: str) -> bool:

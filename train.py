@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 import rewards
-from backends import BACKENDS, BackendError, bf16_supported, cuda_available, is_installed, resolve_backend
+from backends import BACKENDS, BackendError, bf16_supported, cuda_available, find_model, is_installed, resolve_backend
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -252,6 +252,13 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
 
     if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
         raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
+    smoke_builds_model = script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
+    problem = None if smoke_builds_model else find_model(script_args.model_name_or_path)
+    if problem:
+        raise ConfigError(
+            f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path with a local "
+            "folder (config.json, weights, tokenizer) or a hub name"
+        )
     weights = training_args.reward_weights
     if weights is not None and len(weights) != len(script_args.reward_funcs):
         raise ConfigError(f"{len(weights)} reward_weights for {len(script_args.reward_funcs)} reward_funcs")

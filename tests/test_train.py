@@ -154,6 +154,8 @@ def test_custom_reward_from_a_file(tmp_path):
         (["--gpu_memory_utilization", "1.5"], "gpu_memory_utilization must be in (0, 1]"),
         (["--learning_rat", "1"], "not used by the HfArgumentParser: ['--learning_rat'"),
         (["--reward_funcs", "missing.py:fn"], "no such Python file"),
+        (["--model_name_or_path", "/no/such/model"], "model '/no/such/model' not found: no local folder with config.json"),
+        (["--model_name_or_path", "nobody/no-such-model"], "not in the local Hugging Face cache"),
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
