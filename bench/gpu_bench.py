@@ -36,20 +36,20 @@ Bandwidth and TFLOPS come from a table of known GPUs (KNOWN_GPUS) or --bandwidth
 and the arithmetic above live in bench/hardware.py. The figures go to stdout (the last line is the headline)
 and, with --output_json, to a JSON file; progress bars and train.py's own log go to stderr.
 
-The GPU machine needs trl, datasets and nltk besides torch, transformers, peft, accelerate and triton. Wheels
-to carry there (no dependencies resolved, so no CUDA torch is pulled; match --python-version to its Python):
+The GPU machine needs trl, datasets and nltk besides torch, transformers, peft and accelerate. A CUDA image
+with the usual data stack (pyarrow, pandas, requests, regex, pyyaml, xxhash, ...) needs only these wheels, a
+few MB (match --python-version to its Python; no dependencies resolved, so no CUDA torch is pulled):
 
-    pip download --no-deps --only-binary=:all: --python-version 3.11 -d wheels \\
-        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \\
-        trl==1.16.0 datasets==4.8.5 nltk==3.10.4 pyarrow==26.0.1 pandas==3.1.1 python-dateutil==4.0.0 \\
-        tzdata dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 requests urllib3 charset-normalizer \\
-        aiohttp aiohappyeyeballs aiosignal attrs frozenlist multidict propcache yarl cloudpickle joblib defusedxml
+    pip download --no-deps --only-binary=:all: --python-version 3.12 -d wheels \\
+        trl==1.16.0 datasets==4.8.5 nltk==3.10.4 dill==0.4.1 multiprocess==0.70.19
     # on the GPU machine:
-    pip install --no-index --find-links wheels trl datasets nltk
+    pip install --no-index --no-deps wheels/*.whl
 
-trl 1.15.0 (requirements.txt's pin) works as well on a GPU (its fused LM head needs Triton, which is there):
-put trl==1.15.0 in place of trl==1.16.0. Both have GRPOTrainer._generate_single_turn, which this file times.
-bitsandbytes is not needed: train.py uses adamw_torch where paged_adamw_8bit cannot run.
+On a bare Python, add their dependencies (pyarrow, pandas, requests, aiohttp, regex, xxhash, ... : the
+Requires-Dist of these wheels). trl 1.15.0 (requirements.txt's pin) works as well on a GPU (its fused LM head
+needs Triton, which is there): put trl==1.15.0 in place of trl==1.16.0. Both have
+GRPOTrainer._generate_single_turn, which this file times. bitsandbytes is not needed: train.py uses adamw_torch
+where paged_adamw_8bit cannot run.
 """
 
 from __future__ import annotations
