@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+import data
 import rewards
 from backends import BACKENDS, BackendError, bf16_supported, cuda_available, find_model, is_installed, resolve_backend
 from smoke import SAMPLE_DATA_DIR
@@ -245,11 +246,9 @@ def load_reward_funcs(names: list[str]) -> list:
     return funcs
 
 
-def check_config(script_args: ScriptArguments, training_args) -> None:
-    """Everything that can be wrong before a model loads; raises ConfigError."""
-    load_reward_funcs(script_args.reward_funcs)
-    import data
-
+def check_config(script_args: ScriptArguments, training_args) -> list:
+    """Everything that can be wrong before a model loads (raises ConfigError); returns the reward functions."""
+    reward_funcs = load_reward_funcs(script_args.reward_funcs)
     if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
         raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
     smoke_builds_model = script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
@@ -281,6 +280,7 @@ def check_config(script_args: ScriptArguments, training_args) -> None:
         probe.unlink()
     except OSError as error:
         raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
+    return reward_funcs
 
 
 def find_checkpoint(script_args: ScriptArguments, training_args) -> str | None:
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         script_args, training_args, backend, notes = parse_args(argv)
-        check_config(script_args, training_args)
+        reward_funcs = check_config(script_args, training_args)
         resume_from = find_checkpoint(script_args, training_args)
     except (ConfigError, BackendError, ValueError) as error:
         fail(str(error))
@@ -320,7 +320,6 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         main_process_print(note)
 
     # Data (and the tokenizer that measures prompts) before the model: a bad dataset fails in seconds.
-    import data
     from transformers import AutoTokenizer
 
     if script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path:
@@ -343,8 +342,10 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         )
     except data.DatasetError as error:
         fail(str(error))
-    reward_funcs = load_reward_funcs(script_args.reward_funcs)
-    main_process_print(f"data: {len(train_dataset)} problems from {script_args.dataset_name}; rewards: {', '.join(script_args.reward_funcs)}")
+    main_process_print(
+        f"data: {len(train_dataset)} problems from {script_args.dataset_name}; "
+        f"rewards: {', '.join(script_args.reward_funcs)}"
+    )
 
     # Model and trainer.
     from trl import GRPOTrainer
