@@ -11,9 +11,10 @@ torch, transformers, peft and vllm are imported inside the functions: importing 
 from __future__ import annotations
 
 import gc
-import importlib.util
 from dataclasses import dataclass
 from typing import Any
+
+from backends import cuda_available, is_installed
 
 # The LoRA ranks vLLM 0.31 accepts for max_lora_rank; an adapter's r is rounded up to the next one.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -40,21 +41,6 @@ class Completion:
     num_tokens: int  # completion tokens, end-of-turn token included, padding excluded
     cut_off: bool  # stopped by max_new_tokens rather than by the end-of-turn token
     token_ids: list[int]
-
-
-def is_installed(package: str) -> bool:
-    """True when `package` can be imported, checked without importing it."""
-    try:
-        return importlib.util.find_spec(package) is not None
-    except ValueError:  # in sys.modules without a spec
-        return False
-
-
-def cuda_available() -> bool:
-    """True when torch sees a CUDA GPU (imports torch)."""
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def resolve_backend(requested: str) -> str:

@@ -347,13 +347,32 @@ DEFAULT_REWARD_FUNCS = ["custom"]
 
 
 def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float]]]:
-    """Resolve registry names to reward functions; an unknown name is a ValueError listing the choices."""
-    unknown = [name for name in names if name not in REWARD_FUNCS]
+    """Resolve reward names: registry names, or `path/to/file.py:function` for a reward of your own.
+
+    An unknown name is a ValueError listing the registry's choices.
+    """
+    unknown = [name for name in names if ":" not in name and name not in REWARD_FUNCS]
     if unknown:
         raise ValueError(f"unknown reward function(s) {', '.join(map(repr, unknown))}; choose from: {reward_names()}")
     if not names:
         raise ValueError(f"no reward function given; choose from: {reward_names()}")
-    return [REWARD_FUNCS[name] for name in names]
+    return [_reward_from_file(name) if ":" in name else REWARD_FUNCS[name] for name in names]
+
+
+def _reward_from_file(name: str) -> Callable[..., list[float]]:
+    """The function `function` of the Python file in `path/to/file.py:function`."""
+    import importlib.util
+    from pathlib import Path
+
+    path, _, function = name.rpartition(":")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path) if path.endswith(".py") else None
+    if spec is None or not Path(path).is_file():
+        raise ValueError(f"reward {name!r}: no such Python file {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, function, None)):
+        raise ValueError(f"reward {name!r}: {path} has no function {function!r}")
+    return getattr(module, function)
 
 
 def reward_names() -> str:

@@ -225,30 +225,9 @@ def parse_args(argv: list[str]):
 # --- checks that need no model ---------------------------------------------------------------------------
 
 
-def load_reward_funcs(names: list[str]) -> list:
-    """Registry names (rewards.REWARD_FUNCS), or `path/to/file.py:function` for a reward of your own."""
-    funcs = []
-    for name in names:
-        if ":" not in name:
-            funcs += rewards.get_reward_funcs([name])  # unknown names: ValueError listing the choices
-            continue
-        import importlib.util
-
-        path, _, function = name.rpartition(":")
-        spec = importlib.util.spec_from_file_location(Path(path).stem, path) if path.endswith(".py") else None
-        if spec is None or not Path(path).is_file():
-            raise ConfigError(f"reward {name!r}: no such Python file {path!r}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not callable(getattr(module, function, None)):
-            raise ConfigError(f"reward {name!r}: {path} has no function {function!r}")
-        funcs.append(getattr(module, function))
-    return funcs
-
-
 def check_config(script_args: ScriptArguments, training_args) -> list:
     """Everything that can be wrong before a model loads (raises ConfigError); returns the reward functions."""
-    reward_funcs = load_reward_funcs(script_args.reward_funcs)
+    reward_funcs = rewards.get_reward_funcs(script_args.reward_funcs)  # bad names: ValueError
     if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
         raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
     smoke_builds_model = script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
