@@ -7,6 +7,7 @@ code paths at toy size, with no download. The shipped GSM8K-format problems live
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from prompts import SYSTEM_PROMPT
@@ -50,8 +51,8 @@ def _tokenizer_corpus() -> list[str]:
     return texts
 
 
-def build_tiny_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE tokenizer trained on the prompt and sample problems, with ChatML special tokens."""
+def build_tiny_tokenizer(vocab_size: int = 512, texts: Iterable[str] | None = None):
+    """A byte-level BPE tokenizer with ChatML special tokens, trained on `texts` (default: the prompt and samples)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -70,7 +71,7 @@ def build_tiny_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    backend.train_from_iterator(_tokenizer_corpus() if texts is None else texts, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",

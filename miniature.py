@@ -1,0 +1,151 @@
+"""The CPU miniature of the recipe: small GSM8K-format word problems, and a tiny model and tokenizer for them.
+
+    python miniature.py data OUT_DIR [--seed 0] [--train 4000] [--test 200]   # OUT_DIR/train.jsonl, test.jsonl
+    python miniature.py model OUT_DIR [--seed 0]                               # a random tiny Qwen2 + tokenizer
+
+The problems are one or two arithmetic steps in words ("Mia has 7 pens and buys 5 more. ..."), each a GSM8K
+row: `question`, and `answer` = sentences with calculator annotations (`7+5=<<7+5=12>>12`) ending in
+`#### 12`. They are generated from a seed (same seed, same rows), and no question is in both splits, so
+data.py, sft.py, train.py and evaluate.py read them as they read GSM8K. demo.py runs the whole recipe on them.
+The generator is pure Python; torch and transformers are imported only to build the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+NAMES = (
+    "Ava", "Ben", "Mia", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eva", "Tom",
+    "Lily", "Noah", "Emma", "Jack", "Ella", "Finn", "Ruby", "Owen", "Nora", "Luke",
+)  # fmt: skip
+OBJECTS = (
+    "apples", "pens", "books", "cards", "shells", "coins", "stamps", "marbles", "cookies", "stickers",
+    "rocks", "toys", "plums", "beads", "kites", "eggs", "cups", "socks", "balls", "hats",
+)  # fmt: skip
+CONTAINERS = ("bags", "boxes", "jars", "packs", "baskets")
+
+
+def _one_step(rng: random.Random, name: str, other: str, things: str) -> tuple[str, list[tuple[str, str]], int]:
+    """A one-step problem: (question, [(sentence with {calc} placeholder, expression)], result)."""
+    kind = rng.choice(("add", "sub", "mul"))
+    if kind == "add":
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        question = f"{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?"
+        return question, [(f"{name} has {{calc}} {things} now.", f"{a}+{b}")], a + b
+    if kind == "sub":
+        b = rng.randint(1, 9)
+        a = b + rng.randint(1, 9)
+        question = f"{name} had {a} {things} and gave {b} to {other}. How many {things} does {name} have left?"
+        return question, [(f"{name} has {{calc}} {things} left.", f"{a}-{b}")], a - b
+    a, b = rng.randint(2, 5), rng.randint(2, 5)
+    box = rng.choice(CONTAINERS)
+    question = f"{name} buys {a} {box} with {b} {things} in each. How many {things} does {name} buy?"
+    return question, [(f"{name} buys {{calc}} {things}.", f"{a}*{b}")], a * b
+
+
+def _two_step(rng: random.Random, name: str, other: str, things: str) -> tuple[str, list[tuple[str, str]], int]:
+    """A two-step problem: the second step uses the first step's result."""
+    kind = rng.choice(("add_sub", "mul_add"))
+    if kind == "add_sub":
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        c = rng.randint(1, a + b - 1)
+        question = (
+            f"{name} has {a} {things} and finds {b} more, then gives {c} to {other}. "
+            f"How many {things} does {name} have now?"
+        )
+        steps = [(f"After finding more, {name} has {{calc}} {things}.", f"{a}+{b}"),
+                 (f"After giving some away, {name} has {{calc}} {things}.", f"{a + b}-{c}")]  # fmt: skip
+        return question, steps, a + b - c
+    a, b, c = rng.randint(2, 5), rng.randint(2, 5), rng.randint(1, 9)
+    box = rng.choice(CONTAINERS)
+    question = (
+        f"{name} buys {a} {box} with {b} {things} in each and already had {c} {things}. "
+        f"How many {things} does {name} have in all?"
+    )
+    steps = [(f"{name} buys {{calc}} {things}.", f"{a}*{b}"),
+             (f"In all {name} has {{calc}} {things}.", f"{a * b}+{c}")]  # fmt: skip
+    return question, steps, a * b + c
+
+
+def evaluate_expression(expression: str) -> int:
+    """The value of a generator expression: integers joined by one of + - * (no precedence needed)."""
+    for op in "+-*":
+        if op in expression:
+            left, right = expression.split(op)
+            a, b = int(left), int(right)
+            return a + b if op == "+" else a - b if op == "-" else a * b
+    return int(expression)
+
+
+def make_problem(rng: random.Random, two_step_share: float = 0.4) -> dict[str, str]:
+    """One GSM8K-format row {question, answer}: annotated solution sentences, then `#### gold`."""
+    name, other = rng.sample(NAMES, 2)
+    things = rng.choice(OBJECTS)
+    builder = _two_step if rng.random() < two_step_share else _one_step
+    question, steps, result = builder(rng, name, other, things)
+    lines = []
+    for sentence, expression in steps:
+        value = evaluate_expression(expression)
+        lines.append(sentence.format(calc=f"{expression}=<<{expression}={value}>>{value}"))
+    return {"question": question, "answer": "\n".join(lines) + f"\n#### {result}"}
+
+
+def generate_problems(seed: int, n: int, exclude: set[str] = frozenset(), two_step_share: float = 0.4) -> list[dict[str, str]]:
+    """`n` distinct problems from `seed`, none whose question is in `exclude`."""
+    rng = random.Random(seed)
+    rows, seen = [], set(exclude)
+    attempts = 0
+    while len(rows) < n:
+        attempts += 1
+        if attempts > 50 * n + 1000:
+            raise ValueError(f"cannot find {n} distinct problems (found {len(rows)}): ask for fewer")
+        row = make_problem(rng, two_step_share)
+        if row["question"] not in seen:
+            seen.add(row["question"])
+            rows.append(row)
+    return rows
+
+
+def make_splits(seed: int = 0, n_train: int = 4000, n_test: int = 200) -> dict[str, list[dict[str, str]]]:
+    """Train and test splits from one seed; no test question appears in train."""
+    train = generate_problems(seed, n_train)
+    # A derived seed keeps the test set the same whatever n_train is, up to the questions train already took.
+    test = generate_problems(seed + 1_000_003, n_test, exclude={row["question"] for row in train})
+    return {"train": train, "test": test}
+
+
+def write_dataset(output_dir: str | Path, seed: int = 0, n_train: int = 4000, n_test: int = 200) -> Path:
+    """Write OUT/train.jsonl and OUT/test.jsonl (data.py reads the folder as `--dataset_name OUT`)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for split, rows in make_splits(seed, n_train, n_test).items():
+        (output_dir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return output_dir
+
+
+def iter_vocabulary_texts(rows: list[dict[str, str]]) -> Iterator[str]:
+    """Texts the tokenizer learns from besides the prompt: questions, solutions with and without annotations."""
+    import re
+
+    for row in rows:
+        yield row["question"]
+        yield row["answer"]
+        yield re.sub(r"<<[^>]*>>", "", row["answer"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tiny model: random weights, and a tokenizer that knows the prompt and these problems
+
+
+# Big enough to learn one- and two-step sums in a few hundred steps, small enough for seconds per step on
+# 2 CPU cores. Qwen2's digit-by-digit pre-tokenizer (smoke.QWEN_SPLIT) makes every number its digits.
+MINIATURE_SHAPE = dict(
+    hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    tie_word_embeddings=True, max_position_embeddings=512, initializer_range=0.02,
+)  # fmt: skip
+TOKENIZER_VOCAB = 1024

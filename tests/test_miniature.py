@@ -1,0 +1,82 @@
+"""miniature.py: the seeded problem generator (pure Python) and the tiny model and tokenizer built for it."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+import data
+import miniature
+
+ANNOTATION = re.compile(r"<<([^=>]+)=([^>]+)>>")
+
+
+def test_same_seed_same_rows_other_seed_other_rows():
+    assert miniature.make_splits(3, 300, 50) == miniature.make_splits(3, 300, 50)
+    assert miniature.make_splits(3, 300, 50)["train"] != miniature.make_splits(4, 300, 50)["train"]
+
+
+def test_test_split_does_not_depend_on_the_train_size_beyond_exclusion():
+    small, large = miniature.make_splits(0, 100, 50)["test"], miniature.make_splits(0, 400, 50)["test"]
+    large_questions = {row["question"] for row in large}
+    assert sum(row["question"] in large_questions for row in small) >= 45
+
+
+def test_splits_are_disjoint_and_questions_unique():
+    splits = miniature.make_splits(0, 2000, 300)
+    train = [row["question"] for row in splits["train"]]
+    test = [row["question"] for row in splits["test"]]
+    assert len(set(train)) == 2000 and len(set(test)) == 300
+    assert not set(train) & set(test)
+
+
+def test_rows_have_gsm8k_shape_and_the_gold_is_the_last_calculation():
+    for row in miniature.make_splits(1, 500, 0)["train"]:
+        assert set(row) == {"question", "answer"}
+        assert row["question"].endswith("?")
+        body, gold = row["answer"].split("\n#### ")
+        assert gold.isdigit() and int(gold) >= 0
+        annotations = ANNOTATION.findall(body)
+        assert 1 <= len(annotations) <= 2 and len(body.splitlines()) == len(annotations)
+        for expression, result in annotations:
+            assert miniature.evaluate_expression(expression) == eval(expression) == int(result)  # noqa: S307
+            # GSM8K writes the result right after the annotation: "7+5=<<7+5=12>>12 pens".
+            assert f"{expression}=<<{expression}={result}>>{result} " in body
+        assert annotations[-1][1] == gold
+        if len(annotations) == 2:  # the second step starts from the first step's result
+            assert annotations[1][0].startswith(annotations[0][1])
+
+
+def test_every_template_occurs():
+    answers = [row["answer"] for row in miniature.make_splits(0, 400, 0)["train"]]
+    ops = {"".join(op for op in "+-*" if op in expr) for a in answers for expr, _ in [ANNOTATION.findall(a)[0]]}
+    assert ops == {"+", "-", "*"}
+    assert sum(a.count("<<") == 2 for a in answers) > 0.2 * len(answers)
+
+
+def test_asking_for_more_problems_than_exist_is_an_error():
+    with pytest.raises(ValueError, match="distinct problems"):
+        miniature.generate_problems(0, 10, exclude={row["question"] for row in miniature.generate_problems(0, 10**6 // 2000)}) if False else None
+        miniature.generate_problems(0, 10**9)
+
+
+def test_data_py_reads_the_written_folder(tmp_path):
+    folder = miniature.write_dataset(tmp_path / "mini", seed=2, n_train=60, n_test=20)
+    train = data.get_gsm8k_questions("train", str(folder))
+    test = data.get_gsm8k_questions("test", str(folder))
+    assert len(train) == 60 and len(test) == 20
+    rows = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()]
+    assert test["answer"] == [row["answer"].split("#### ")[1] for row in rows]
+    assert test[0]["prompt"][1]["content"] == rows[0]["question"]
+
+
+def test_cli_writes_data(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "miniature.py"), "data", str(tmp_path / "d"), "--seed", "5", "--train", "30", "--test", "10"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    assert len((tmp_path / "d" / "train.jsonl").read_text().splitlines()) == 30
+    assert str(tmp_path / "d") in done.stdout
