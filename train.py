@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import data
+import options
 import rewards
 from backends import BACKENDS, BackendError, bf16_supported, cuda_available, find_model, is_installed, resolve_backend
+from options import ConfigError, Layers, exit_with, flag_on, given, read_layers
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -106,14 +106,9 @@ class ScriptArguments:
     save_merged: bool = field(default=False, metadata={"help": "Also write a merged 16-bit model to output_dir/merged."})
 
 
-class ConfigError(ValueError):
-    """A configuration problem found before any model loads (one-line message, exit code 2)."""
-
-
 def fail(message: str) -> None:
     """Print one error line and exit with code 2, as argparse does."""
-    print(f"train.py: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    exit_with("train.py", message)
 
 
 def main_process_print(*args: Any) -> None:
@@ -124,101 +119,59 @@ def main_process_print(*args: Any) -> None:
 
 # --- configuration: recipe < --smoke < --config file < command line -----------------------------------------
 
-
-def _spellings(name: str) -> set[str]:
-    return {f"--{name}", f"--{name.replace('_', '-')}"}
-
-
-def _given(cli: list[str], name: str) -> bool:
-    """True when the flag `name` is on the command line, in either spelling."""
-    return any(arg.split("=", 1)[0] in _spellings(name) for arg in cli)
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
-    if not isinstance(config, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    return config
+# What `--help` lists besides train.py's own options: the GRPOConfig fields a user of this recipe changes.
+COMMON_TRAINER_OPTIONS = (
+    "output_dir", "seed", "learning_rate", "num_train_epochs", "max_steps", "warmup_steps", "lr_scheduler_type",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations", "max_completion_length",
+    "temperature", "beta", "loss_type", "reward_weights", "logging_steps", "save_steps", "eval_steps", "bf16",
+    "optim", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "use_cpu", "report_to", "log_completions",
+)
 
 
-def _flag_on(cli: list[str], name: str) -> bool:
-    """Value of a boolean flag as HfArgumentParser reads it: `--name`, `--name true`, `--name=false`."""
-    value = None
-    for i, arg in enumerate(cli):
-        key, _, inline = arg.partition("=")
-        if key in _spellings(name):
-            following = cli[i + 1].lower() if i + 1 < len(cli) else ""
-            value = inline.lower() if inline else following if following in ("true", "false", "yes", "no", "1", "0") else "true"
-    return value in ("true", "yes", "1")
-
-
-def layered_defaults(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Merge the recipe, --smoke, and the --config file into one dict of defaults; returns it and the flags."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, cli = pre.parse_known_args(argv)
-    config = _read_yaml(RECIPE)
-    user = _read_yaml(known.config) if known.config else {}
-    config.pop("env", None)
-    for key, value in user.pop("env", {}).items():  # trl's convention: env: {VAR: value} in the YAML
-        os.environ[key] = str(value)
-    if _flag_on(cli, "smoke") or (user.get("smoke") and not _given(cli, "smoke")):
-        config.update(SMOKE_OVERRIDES)
-    config.update(user)
-    return config, cli
-
-
-def adapt_to_machine(config: dict[str, Any], cli: list[str], backend: str, use_cpu: bool) -> list[str]:
+def adapt_to_machine(layers: Layers, backend: str, use_cpu: bool) -> list[str]:
     """Turn off recipe settings this machine cannot run (unless given on the command line); returns notes."""
     notes = []
+    config, cli = layers.config, layers.cli
     on_gpu = cuda_available() and not use_cpu
-    if config.get("bf16") and not (on_gpu and bf16_supported()) and not _given(cli, "bf16"):
-        config["bf16"] = False
+    if config.get("bf16") and not (on_gpu and bf16_supported()) and not given(cli, "bf16"):
         notes.append("bf16 off: no bf16-capable GPU in use, training in float32")
-    if "8bit" in str(config.get("optim", "")) and not (on_gpu and is_installed("bitsandbytes")) and not _given(cli, "optim"):
+        layers.set("bf16", False, notes[-1])
+    if "8bit" in str(config.get("optim", "")) and not (on_gpu and is_installed("bitsandbytes")) and not given(cli, "optim"):
         notes.append(f"optim {config['optim']} needs bitsandbytes on a GPU: using adamw_torch")
-        config["optim"] = "adamw_torch"
+        layers.set("optim", "adamw_torch", notes[-1])
     vllm_possible = on_gpu and is_installed("vllm")
-    if config.get("use_vllm") and backend == "hf" and not vllm_possible and not _given(cli, "use_vllm"):
-        config["use_vllm"] = False
+    if config.get("use_vllm") and backend == "hf" and not vllm_possible and not given(cli, "use_vllm"):
         notes.append("use_vllm off: vLLM needs a CUDA GPU and the vllm package; generating with transformers")
+        layers.set("use_vllm", False, notes[-1])
     return notes
 
 
 def parse_args(argv: list[str]):
     """Parse (ScriptArguments, GRPOConfig, backend, notes), importing unsloth first when it is the backend."""
-    config, cli = layered_defaults(argv)
+    layers = read_layers(argv, RECIPE, presets={"smoke": SMOKE_OVERRIDES})
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--backend", default=config.get("backend", "auto"))
-    requested = pre.parse_known_args(cli)[0].backend
-    use_cpu = _flag_on(cli, "use_cpu") if _given(cli, "use_cpu") else bool(config.get("use_cpu"))
-    backend, reason = resolve_backend(requested, cpu_only=use_cpu)
+    pre.add_argument("--backend", default=layers.config.get("backend", "auto"))
+    requested = pre.parse_known_args(layers.cli)[0].backend
+    use_cpu = flag_on(layers.cli, "use_cpu") if given(layers.cli, "use_cpu") else bool(layers.config.get("use_cpu"))
+    try:
+        backend, reason = resolve_backend(requested, cpu_only=use_cpu)
+    except BackendError as error:
+        source = layers.where("backend")
+        raise BackendError(str(error) if source.endswith("command line") else f"{error} (backend from {source})") from None
     if backend == "unsloth":
         import unsloth  # noqa: F401  -- must come before trl/transformers/peft: it patches them on import
-    notes = [f"backend: {backend} ({reason})", *adapt_to_machine(config, cli, backend, use_cpu)]
+    notes = [f"backend: {backend} ({reason})", *adapt_to_machine(layers, backend, use_cpu)]
 
-    from trl import GRPOConfig, TrlParser
+    from trl import GRPOConfig
 
-    # allow_abbrev=False: argparse would otherwise take a misspelt "--learning_rat" as --learning_rate.
-    parser = TrlParser(
+    script_args, training_args = options.parse(
         (ScriptArguments, GRPOConfig),
-        allow_abbrev=False,
-        description="GRPO training on GSM8K. Defaults: recipes/qwen2.5-0.5b-gsm8k-grpo.yaml (the blog's run).",
+        layers,
+        prog="train.py",
+        description=f"GRPO training on GSM8K. Defaults: {RECIPE.relative_to(REPO_DIR)} (the blog's run).",
+        curated=COMMON_TRAINER_OPTIONS,
         epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
     )
-    unknown = parser.set_defaults_with_config(**config)
-    if unknown:
-        raise ConfigError(f"unknown option(s) in the config: {' '.join(unknown[::2])}")
-    try:
-        script_args, training_args = parser.parse_args_into_dataclasses(args=cli)
-    except ValueError as error:  # GRPOConfig's own checks (batch sizes, generation counts, ...)
-        raise ConfigError(str(error).splitlines()[0]) from error
     return script_args, training_args, backend, notes
 
 
