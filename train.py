@@ -37,6 +37,7 @@ import data
 import options
 import rewards
 from backends import BACKENDS, BackendError, bf16_supported, cuda_available, find_model, is_installed, resolve_backend
+from heldout import grpo_trainer_class, split_holdout, with_scorers
 from options import ConfigError, Layers, exit_with, flag_on, given, read_layers
 from smoke import SAMPLE_DATA_DIR
 
@@ -60,6 +61,9 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(
     use_cpu=True,
     use_vllm=False,
     gradient_checkpointing=False,
+    eval_holdout=4,  # of the 16 sample problems
+    per_device_eval_batch_size=4,
+    eval_steps=2,
 )
 
 
@@ -104,6 +108,13 @@ class ScriptArguments:
     smoke: bool = field(default=False, metadata={"help": "Tiny random model on the shipped samples, CPU, offline."})
     resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
     save_merged: bool = field(default=False, metadata={"help": "Also write a merged 16-bit model to output_dir/merged."})
+    eval_holdout: int = field(
+        default=100,
+        metadata={
+            "help": "Training problems kept out of training and scored every eval_steps with evaluate.py's scorer "
+            "(metrics eval/strict, ...). 0 = no held-out evaluation."
+        },
+    )
 
 
 def fail(message: str) -> None:
@@ -111,9 +122,14 @@ def fail(message: str) -> None:
     exit_with("train.py", message)
 
 
+def is_main_process() -> bool:
+    """False on every process but the first when several are launched (accelerate launch, torchrun)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
 def main_process_print(*args: Any) -> None:
     """print() on the main process only (accelerate launch starts several)."""
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+    if is_main_process():
         print(*args, flush=True)
 
 
@@ -204,6 +220,7 @@ def check_config(script_args: ScriptArguments, training_args) -> list:
         raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {script_args.gpu_memory_utilization}")
     if script_args.max_samples is not None and script_args.max_samples < 1:
         raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
+    check_heldout_settings(script_args, training_args)
     output_dir = Path(training_args.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +230,19 @@ def check_config(script_args: ScriptArguments, training_args) -> list:
     except OSError as error:
         raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
     return reward_funcs
+
+
+def check_heldout_settings(script_args: ScriptArguments, training_args) -> None:
+    """Held-out evaluation runs when eval_holdout > 0 (trl's eval loop then needs eval_strategy); 0 turns it off."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    if script_args.eval_holdout < 0:
+        raise ConfigError(f"eval_holdout must be 0 (off) or a number of problems, got {script_args.eval_holdout}")
+    if script_args.eval_holdout == 0:
+        training_args.eval_strategy, training_args.do_eval = IntervalStrategy.NO, False
+        training_args.eval_on_start = False
+    elif training_args.eval_strategy == IntervalStrategy.NO:
+        raise ConfigError("eval_strategy 'no' with eval_holdout > 0: pass --eval_holdout 0 to train without evaluation")
 
 
 def find_checkpoint(script_args: ScriptArguments, training_args) -> str | None:
@@ -234,6 +264,27 @@ def save_run_config(script_args: ScriptArguments, training_args, backend: str) -
     """Write the resolved configuration next to the outputs."""
     config = {"backend": backend, "script": asdict(script_args), "training": training_args.to_dict()}
     Path(training_args.output_dir, "run_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+
+
+def hold_out(dataset, script_args: ScriptArguments, training_args) -> tuple[Any, Any, str]:
+    """(training problems, held-out problems, a note): a whole number of evaluation batches is kept aside.
+
+    trl averages its evaluation metrics batch by batch, so a smaller last batch would weigh its problems more.
+    """
+    batch = training_args.per_device_eval_batch_size * max(training_args.world_size, 1)
+    size = script_args.eval_holdout - script_args.eval_holdout % batch
+    if size == 0:
+        fail(f"eval_holdout {script_args.eval_holdout} is smaller than one evaluation batch ({batch}: "
+             "per_device_eval_batch_size x processes); raise --eval_holdout or lower --per_device_eval_batch_size")  # fmt: skip
+    try:
+        train_part, heldout = split_holdout(dataset, size, training_args.seed)
+    except ValueError as error:
+        fail(f"{error}; lower --eval_holdout (0 = off)")
+    rounded = f" (eval_holdout {script_args.eval_holdout} rounded down to whole batches of {batch})" if size != script_args.eval_holdout else ""
+    every = f"every {training_args.eval_steps} steps" if training_args.eval_steps else "during training"
+    note = (f"held-out: {size} training problems set aside{rounded}, scored {every} at temperature "
+            f"{training_args.temperature:g} (metrics eval/strict, ...)")  # fmt: skip
+    return train_part, heldout, note
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -274,6 +325,13 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         )
     except data.DatasetError as error:
         fail(str(error))
+    heldout = None
+    if script_args.eval_holdout:
+        train_dataset, heldout, note = hold_out(train_dataset, script_args, training_args)
+        reward_funcs, training_args.reward_weights = with_scorers(reward_funcs, training_args.reward_weights)
+        main_process_print(note)
+        if is_main_process():
+            heldout.select_columns(["question", "answer"]).to_json(Path(training_args.output_dir) / "heldout.jsonl")
     main_process_print(
         f"data: {len(train_dataset)} problems from {script_args.dataset_name}; "
         f"rewards: {', '.join(script_args.reward_funcs)}"
@@ -283,18 +341,24 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     from trl import GRPOTrainer
 
     from backends import load_model
-    from callbacks import GracefulInterruptCallback, MetricsFileCallback, trim_metrics
+    from callbacks import GracefulInterruptCallback, HeldOutAccuracyCallback, MetricsFileCallback, trim_metrics
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
     save_run_config(script_args, training_args, backend)
-    trainer = GRPOTrainer(
+    eval_temperature = training_args.temperature if heldout is not None else None
+    callbacks = [MetricsFileCallback(training_args.output_dir, eval_temperature), GracefulInterruptCallback()]
+    if heldout is not None:
+        callbacks.append(HeldOutAccuracyCallback(len(heldout), training_args.temperature))
+    trainer_class = grpo_trainer_class() if heldout is not None else GRPOTrainer
+    trainer = trainer_class(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
+        eval_dataset=heldout,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsFileCallback(training_args.output_dir), GracefulInterruptCallback(), *(extra_callbacks or [])],
+        callbacks=[*callbacks, *(extra_callbacks or [])],
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
@@ -302,6 +366,8 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         trim_metrics(training_args.output_dir, int(Path(resume_from).name.split("-")[-1]))
         main_process_print(f"resuming from {resume_from}")
     trainer.train(resume_from_checkpoint=resume_from)
+    if heldout is not None and callbacks[-1].last_step != trainer.state.global_step:
+        trainer.evaluate()  # the curve ends where training does
 
     # Save: the adapter and tokenizer at the top of output_dir, optionally a merged model.
     trainer.save_model(training_args.output_dir)
