@@ -9,21 +9,46 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from heldout import describe, heldout_metrics
 from run_metrics import METRICS_FILE
 
 
 class MetricsFileCallback(TrainerCallback):
-    """Append every trainer log entry to `output_dir/metrics.jsonl`, so a run in progress can be plotted."""
+    """Append every trainer log entry to `output_dir/metrics.jsonl`, so a run in progress can be plotted.
 
-    def __init__(self, output_dir: str | Path):
+    An evaluation on the held-out problems also gets its accuracies under eval/ names (heldout.py), with the
+    temperature they were sampled at.
+    """
+
+    def __init__(self, output_dir: str | Path, eval_temperature: float | None = None):
         self.path = Path(output_dir) / METRICS_FILE
+        self.eval_temperature = eval_temperature
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        entry = {**logs, "step": state.global_step, "epoch": state.epoch}
+        entry = {**logs, **heldout_metrics(logs, self.eval_temperature), "step": state.global_step, "epoch": state.epoch}
         with self.path.open("a") as f:
             f.write(json.dumps(entry, default=float) + "\n")
+
+
+class HeldOutAccuracyCallback(TrainerCallback):
+    """Print the held-out accuracies of each evaluation, and remember the step of the last one."""
+
+    def __init__(self, size: int, temperature: float):
+        self.size = size
+        self.temperature = temperature
+        self.last_step: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        found = heldout_metrics(logs or {}, self.temperature)
+        if not found:
+            return
+        self.last_step = state.global_step
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            tqdm.write(describe(found, self.size, state.global_step))  # not into the middle of a progress bar
 
 
 def trim_metrics(output_dir: str | Path, last_step: int) -> None:

@@ -14,6 +14,7 @@ file, a folder of such files (the file whose name starts with the split is used)
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,7 +59,9 @@ def _split_files(folder: Path, split: str) -> list[Path]:
     return chosen
 
 
-def load_raw_split(source: str, split: str = "train", config: str | None = DEFAULT_CONFIG):
+def load_raw_split(
+    source: str, split: str = "train", config: str | None = DEFAULT_CONFIG, required: tuple[str, ...] = REQUIRED_COLUMNS
+):
     """Load one split of GSM8K-format data (columns question, answer) from the hub or a local path."""
     import datasets
 
@@ -84,7 +87,7 @@ def load_raw_split(source: str, split: str = "train", config: str | None = DEFAU
                 if split not in loaded:
                     raise DatasetError(f"{path}: saved dataset has no split '{split}' (has {', '.join(loaded)})")
                 loaded = loaded[split]
-            return _check_columns(loaded, path)
+            return _check_columns(loaded, path, required)
         files = _split_files(path, split) if path.is_dir() else [path]
         builder = DATA_FILE_TYPES.get(files[0].suffix)
         if builder is None:
@@ -98,11 +101,11 @@ def load_raw_split(source: str, split: str = "train", config: str | None = DEFAU
             root = root.__cause__
         detail = str(root).splitlines()[0] if str(root) else ""
         raise DatasetError(f"{path}: cannot be read as GSM8K data ({type(root).__name__}: {detail})") from error
-    return _check_columns(loaded, path)
+    return _check_columns(loaded, path, required)
 
 
-def _check_columns(dataset, path: Path):
-    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
+def _check_columns(dataset, path: Path, required: tuple[str, ...] = REQUIRED_COLUMNS):
+    missing = [c for c in required if c not in dataset.column_names]
     if missing:
         raise DatasetError(
             f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(dataset.column_names) or 'none'})"
@@ -176,3 +179,87 @@ def get_gsm8k_questions(
     if len(dataset) == 0:
         raise DatasetError(f"{dataset_name} ({split}): no usable rows left")
     return dataset
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Supervised cold start (sft.py): GSM8K's own solutions written in the prompt's answer format
+
+ANNOTATION = re.compile(r"<<([^<>]*)>>")
+
+
+def strip_annotations(solution: str) -> str:
+    """A GSM8K solution without its calculator annotations: "48/2 = <<48/2=24>>24" -> "48/2 = 24"."""
+    return ANNOTATION.sub("", solution)
+
+
+def validation_text(solution: str, gold: str) -> str:
+    """A short re-check of a GSM8K solution, built from its calculator annotations ("48/2=24" -> "48/2 = 24")."""
+    steps = []
+    for annotation in ANNOTATION.findall(solution):
+        expression, equals, result = annotation.rpartition("=")
+        steps.append(f"{expression} = {result}" if equals else annotation)
+    if not steps:
+        return f"Reading the problem again, the reasoning holds and gives {gold}."
+    return f"Checking each step again: {'; '.join(steps)}. Every step holds, so the answer is {gold}."
+
+
+def sft_completion(solution: str) -> str | None:
+    """The assistant's answer in the system prompt's format, built from a GSM8K solution; None without "####".
+
+    reasoning = the worked solution without annotations, validate = a re-check of its calculations,
+    answer = the gold text after "####", exactly as the strict metric compares it.
+    """
+    gold = extract_hash_answer(solution)
+    if not gold:
+        return None
+    reasoning = strip_annotations(solution.split("####")[0]).strip()
+    return (
+        f"<reasoning>\n{reasoning}\n</reasoning>\n<validate>\n{validation_text(solution.split('####')[0], gold)}\n"
+        f"</validate>\n<answer>\n{gold}\n</answer>"
+    )
+
+
+def get_sft_dataset(
+    split: str = "train",
+    dataset_name: str = DEFAULT_DATASET,
+    config: str | None = DEFAULT_CONFIG,
+    limit: int | None = None,
+    seed: int | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
+    report: Callable[[str], None] = _report,
+):
+    """Prompt-completion pairs for supervised fine-tuning, as trl's SFTTrainer takes them (conversational).
+
+    `prompt` is the chat messages training and evaluation use; `completion` is one assistant message: the
+    source's own `completion` column when it has one, else built from the GSM8K solution (sft_completion).
+    """
+    if limit is not None and limit < 1:
+        raise DatasetError(f"limit must be a positive number of rows, got {limit}")
+    probe = load_raw_split(dataset_name, split, config, required=("question",))
+    own_completions = "completion" in probe.column_names
+    raw = probe if own_completions else _check_columns(probe, Path(dataset_name), REQUIRED_COLUMNS)
+
+    def to_example(row: dict[str, Any]) -> dict[str, Any]:
+        question = row["question"] if isinstance(row["question"], str) and row["question"].strip() else ""
+        if own_completions:
+            text = row["completion"] if isinstance(row["completion"], str) and row["completion"].strip() else None
+        else:
+            text = sft_completion(row["answer"]) if isinstance(row["answer"], str) else None
+        return {
+            "prompt": build_messages(question, system_prompt),
+            "completion": [{"role": "assistant", "content": text or ""}],
+            "usable": bool(question and text),
+        }
+
+    dataset = raw.map(to_example, remove_columns=raw.column_names, desc="Building SFT examples")
+    usable = dataset.filter(lambda row: row["usable"], desc="Dropping bad rows").remove_columns("usable")
+    if len(dataset) - len(usable):
+        what = "a completion" if own_completions else "a '####' answer"
+        report(f"{dataset_name} ({split}): dropped {len(dataset) - len(usable)} of {len(dataset)} rows without a question or {what}")
+    if seed is not None:
+        usable = usable.shuffle(seed=seed)
+    if limit is not None and limit < len(usable):
+        usable = usable.select(range(limit))
+    if len(usable) == 0:
+        raise DatasetError(f"{dataset_name} ({split}): no usable rows left")
+    return usable

@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from run_metrics import (
+    ACCURACY_SCORES,
     _is_number,
+    heldout_entries,
     existing_metrics_file,
     metrics_path,
     read_jsonl,
@@ -173,7 +175,11 @@ def _mean_std(entries: Sequence[dict[str, Any]], mean_key: str, std_key: str) ->
 def plot_rewards(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
     """Total reward and each reward function's reward over steps, mean ± std, one panel each."""
     panels = [("total reward (weighted sum)", "reward", "reward_std")]
-    panels += [(name, f"rewards/{name}/mean", f"rewards/{name}/std") for name in reward_components(entries)]
+    panels += [
+        (name, f"rewards/{name}/mean", f"rewards/{name}/std")
+        for name in reward_components(entries)
+        if name not in ACCURACY_SCORES  # weight-0 scores: drawn with the held-out accuracy
+    ]
     panels = [p for p in panels if series(entries, p[1])[0]]
     if not panels:
         return None
@@ -261,6 +267,36 @@ def plot_learning_rate(entries: Sequence[dict[str, Any]], out_dir: Path, style: 
     return _plot_panels(entries, panels, out_dir, style, "learning rate", "learning_rate.png", smooth=False)
 
 
+def plot_heldout_accuracy(
+    entries: Sequence[dict[str, Any]], evaluations: Sequence[dict[str, Any]], out_dir: Path, style: Style
+) -> Path | None:
+    """Held-out accuracy at each evaluation next to the training reward: a reward that climbs while strict
+    accuracy stays flat is being gamed."""
+    drawn = [name for name in ACCURACY_SCORES if series(evaluations, f"eval/{name}")[0]]
+    if not drawn:
+        return None
+    fig, (ax,) = _new_figure(1, panel_size=(9.0, 4.8))
+    for index, name in enumerate(drawn):
+        steps, values = series(evaluations, f"eval/{name}")
+        # Offset markers: equal accuracies would otherwise hide each other.
+        ax.plot(steps, values, marker="os^D"[index], markersize=7 - index, linewidth=1.8, color=f"C{index}",
+                linestyle=("-", "--", "-.", ":")[index], label=f"held-out {name}")  # fmt: skip
+    temperature = next((e["eval/temperature"] for e in evaluations if "eval/temperature" in e), None)
+    how = f", sampled at temperature {temperature:g}" if temperature is not None else ""
+    ax.set_ylim(-0.03, 1.03)
+    handles, labels = ax.get_legend_handles_labels()
+    reward = series(entries, "reward")
+    if reward[0]:
+        right = ax.twinx()
+        _curve(right, *reward, "training reward (right axis)", "C7", style)
+        right.set_ylabel("reward (points per completion)")
+        handles += right.get_legend_handles_labels()[0]
+        labels += right.get_legend_handles_labels()[1]
+    _finish(ax, f"held-out problems{how}", "accuracy (share of problems)", legend=False)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small")
+    return _save(fig, style, "held-out accuracy", out_dir / "heldout_accuracy.png")
+
+
 PLOTTERS = (plot_rewards, plot_completion_lengths, plot_loss, plot_kl_entropy, plot_learning_rate)
 
 
@@ -285,7 +321,9 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, smoothing: 
     name = (run_dir.parent if run_dir.suffix == ".jsonl" else run_dir).resolve().name
     style = Style(run_name=name, smoothing=smoothing, status=status)
     out_dir = Path(out_dir) if out_dir else path.parent / PLOTS_SUBDIR
-    return [p for plotter in PLOTTERS if (p := plotter(steps, out_dir, style)) is not None]
+    written = [p for plotter in PLOTTERS if (p := plotter(steps, out_dir, style)) is not None]
+    accuracy = plot_heldout_accuracy(steps, heldout_entries(entries), out_dir, style)
+    return written + ([accuracy] if accuracy else [])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ METRICS_FILE = "metrics.jsonl"
 # entries (eval_*) have none of them, which is how they are told apart.
 STEP_KEYS = {"loss", "grad_norm", "learning_rate", "reward", "reward_std", "entropy", "kl", "frac_reward_zero_std"}
 STEP_KEY_PREFIXES = ("rewards/", "completions/", "clip_ratio/")
+# evaluate.py's scores, logged for the held-out problems as eval/<name> (and, weight 0, as rewards on training batches).
+ACCURACY_SCORES = ("strict", "numeric", "flexible", "formatted")
+HELDOUT_PREFIX = "eval/"
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -55,6 +58,12 @@ def step_entries(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         # TRL always logs `step`; the position only stands in for logs written some other way.
         by_step[step if _is_number(step) else position] = entry
     return [by_step[step] for step in sorted(by_step)]
+
+
+def heldout_entries(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The held-out evaluations (entries with eval/ keys), sorted by step; a step evaluated again keeps its last."""
+    by_step = {entry.get("step"): entry for entry in entries if any(k.startswith(HELDOUT_PREFIX) for k in entry)}
+    return [by_step[step] for step in sorted(by_step, key=lambda s: s if _is_number(s) else -1)]
 
 
 def metrics_path(run_dir: str | Path) -> Path:

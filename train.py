@@ -33,11 +33,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import data
+import options
 import rewards
 from backends import BACKENDS, BackendError, bf16_supported, cuda_available, find_model, is_installed, resolve_backend
+from heldout import grpo_trainer_class, split_holdout, with_scorers
+from options import ConfigError, Layers, exit_with, flag_on, given, read_layers
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -60,6 +61,9 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(
     use_cpu=True,
     use_vllm=False,
     gradient_checkpointing=False,
+    eval_holdout=4,  # of the 16 sample problems
+    per_device_eval_batch_size=4,
+    eval_steps=2,
 )
 
 
@@ -104,121 +108,86 @@ class ScriptArguments:
     smoke: bool = field(default=False, metadata={"help": "Tiny random model on the shipped samples, CPU, offline."})
     resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
     save_merged: bool = field(default=False, metadata={"help": "Also write a merged 16-bit model to output_dir/merged."})
-
-
-class ConfigError(ValueError):
-    """A configuration problem found before any model loads (one-line message, exit code 2)."""
+    eval_holdout: int = field(
+        default=100,
+        metadata={
+            "help": "Training problems kept out of training and scored every eval_steps with evaluate.py's scorer "
+            "(metrics eval/strict, ...). 0 = no held-out evaluation."
+        },
+    )
 
 
 def fail(message: str) -> None:
     """Print one error line and exit with code 2, as argparse does."""
-    print(f"train.py: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    exit_with("train.py", message)
+
+
+def is_main_process() -> bool:
+    """False on every process but the first when several are launched (accelerate launch, torchrun)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 def main_process_print(*args: Any) -> None:
     """print() on the main process only (accelerate launch starts several)."""
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+    if is_main_process():
         print(*args, flush=True)
 
 
 # --- configuration: recipe < --smoke < --config file < command line -----------------------------------------
 
-
-def _spellings(name: str) -> set[str]:
-    return {f"--{name}", f"--{name.replace('_', '-')}"}
-
-
-def _given(cli: list[str], name: str) -> bool:
-    """True when the flag `name` is on the command line, in either spelling."""
-    return any(arg.split("=", 1)[0] in _spellings(name) for arg in cli)
-
-
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
-    if not isinstance(config, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    return config
+# What `--help` lists besides train.py's own options: the GRPOConfig fields a user of this recipe changes.
+COMMON_TRAINER_OPTIONS = (
+    "output_dir", "seed", "learning_rate", "num_train_epochs", "max_steps", "warmup_steps", "lr_scheduler_type",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations", "max_completion_length",
+    "temperature", "beta", "loss_type", "reward_weights", "logging_steps", "save_steps", "eval_steps", "bf16",
+    "optim", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "use_cpu", "report_to", "log_completions",
+)
 
 
-def _flag_on(cli: list[str], name: str) -> bool:
-    """Value of a boolean flag as HfArgumentParser reads it: `--name`, `--name true`, `--name=false`."""
-    value = None
-    for i, arg in enumerate(cli):
-        key, _, inline = arg.partition("=")
-        if key in _spellings(name):
-            following = cli[i + 1].lower() if i + 1 < len(cli) else ""
-            value = inline.lower() if inline else following if following in ("true", "false", "yes", "no", "1", "0") else "true"
-    return value in ("true", "yes", "1")
-
-
-def layered_defaults(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Merge the recipe, --smoke, and the --config file into one dict of defaults; returns it and the flags."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, cli = pre.parse_known_args(argv)
-    config = _read_yaml(RECIPE)
-    user = _read_yaml(known.config) if known.config else {}
-    config.pop("env", None)
-    for key, value in user.pop("env", {}).items():  # trl's convention: env: {VAR: value} in the YAML
-        os.environ[key] = str(value)
-    if _flag_on(cli, "smoke") or (user.get("smoke") and not _given(cli, "smoke")):
-        config.update(SMOKE_OVERRIDES)
-    config.update(user)
-    return config, cli
-
-
-def adapt_to_machine(config: dict[str, Any], cli: list[str], backend: str, use_cpu: bool) -> list[str]:
+def adapt_to_machine(layers: Layers, backend: str, use_cpu: bool) -> list[str]:
     """Turn off recipe settings this machine cannot run (unless given on the command line); returns notes."""
     notes = []
+    config, cli = layers.config, layers.cli
     on_gpu = cuda_available() and not use_cpu
-    if config.get("bf16") and not (on_gpu and bf16_supported()) and not _given(cli, "bf16"):
-        config["bf16"] = False
+    if config.get("bf16") and not (on_gpu and bf16_supported()) and not given(cli, "bf16"):
         notes.append("bf16 off: no bf16-capable GPU in use, training in float32")
-    if "8bit" in str(config.get("optim", "")) and not (on_gpu and is_installed("bitsandbytes")) and not _given(cli, "optim"):
+        layers.set("bf16", False, notes[-1])
+    if "8bit" in str(config.get("optim", "")) and not (on_gpu and is_installed("bitsandbytes")) and not given(cli, "optim"):
         notes.append(f"optim {config['optim']} needs bitsandbytes on a GPU: using adamw_torch")
-        config["optim"] = "adamw_torch"
+        layers.set("optim", "adamw_torch", notes[-1])
     vllm_possible = on_gpu and is_installed("vllm")
-    if config.get("use_vllm") and backend == "hf" and not vllm_possible and not _given(cli, "use_vllm"):
-        config["use_vllm"] = False
+    if config.get("use_vllm") and backend == "hf" and not vllm_possible and not given(cli, "use_vllm"):
         notes.append("use_vllm off: vLLM needs a CUDA GPU and the vllm package; generating with transformers")
+        layers.set("use_vllm", False, notes[-1])
     return notes
 
 
 def parse_args(argv: list[str]):
     """Parse (ScriptArguments, GRPOConfig, backend, notes), importing unsloth first when it is the backend."""
-    config, cli = layered_defaults(argv)
+    layers = read_layers(argv, RECIPE, presets={"smoke": SMOKE_OVERRIDES})
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--backend", default=config.get("backend", "auto"))
-    requested = pre.parse_known_args(cli)[0].backend
-    use_cpu = _flag_on(cli, "use_cpu") if _given(cli, "use_cpu") else bool(config.get("use_cpu"))
-    backend, reason = resolve_backend(requested, cpu_only=use_cpu)
+    pre.add_argument("--backend", default=layers.config.get("backend", "auto"))
+    requested = pre.parse_known_args(layers.cli)[0].backend
+    use_cpu = flag_on(layers.cli, "use_cpu") if given(layers.cli, "use_cpu") else bool(layers.config.get("use_cpu"))
+    try:
+        backend, reason = resolve_backend(requested, cpu_only=use_cpu)
+    except BackendError as error:
+        source = layers.where("backend")
+        raise BackendError(str(error) if source.endswith("command line") else f"{error} (backend from {source})") from None
     if backend == "unsloth":
         import unsloth  # noqa: F401  -- must come before trl/transformers/peft: it patches them on import
-    notes = [f"backend: {backend} ({reason})", *adapt_to_machine(config, cli, backend, use_cpu)]
+    notes = [f"backend: {backend} ({reason})", *adapt_to_machine(layers, backend, use_cpu)]
 
-    from trl import GRPOConfig, TrlParser
+    from trl import GRPOConfig
 
-    # allow_abbrev=False: argparse would otherwise take a misspelt "--learning_rat" as --learning_rate.
-    parser = TrlParser(
+    script_args, training_args = options.parse(
         (ScriptArguments, GRPOConfig),
-        allow_abbrev=False,
-        description="GRPO training on GSM8K. Defaults: recipes/qwen2.5-0.5b-gsm8k-grpo.yaml (the blog's run).",
+        layers,
+        prog="train.py",
+        description=f"GRPO training on GSM8K. Defaults: {RECIPE.relative_to(REPO_DIR)} (the blog's run).",
+        curated=COMMON_TRAINER_OPTIONS,
         epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
     )
-    unknown = parser.set_defaults_with_config(**config)
-    if unknown:
-        raise ConfigError(f"unknown option(s) in the config: {' '.join(unknown[::2])}")
-    try:
-        script_args, training_args = parser.parse_args_into_dataclasses(args=cli)
-    except ValueError as error:  # GRPOConfig's own checks (batch sizes, generation counts, ...)
-        raise ConfigError(str(error).splitlines()[0]) from error
     return script_args, training_args, backend, notes
 
 
@@ -251,6 +220,7 @@ def check_config(script_args: ScriptArguments, training_args) -> list:
         raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {script_args.gpu_memory_utilization}")
     if script_args.max_samples is not None and script_args.max_samples < 1:
         raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
+    check_heldout_settings(script_args, training_args)
     output_dir = Path(training_args.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -260,6 +230,19 @@ def check_config(script_args: ScriptArguments, training_args) -> list:
     except OSError as error:
         raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
     return reward_funcs
+
+
+def check_heldout_settings(script_args: ScriptArguments, training_args) -> None:
+    """Held-out evaluation runs when eval_holdout > 0 (trl's eval loop then needs eval_strategy); 0 turns it off."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    if script_args.eval_holdout < 0:
+        raise ConfigError(f"eval_holdout must be 0 (off) or a number of problems, got {script_args.eval_holdout}")
+    if script_args.eval_holdout == 0:
+        training_args.eval_strategy, training_args.do_eval = IntervalStrategy.NO, False
+        training_args.eval_on_start = False
+    elif training_args.eval_strategy == IntervalStrategy.NO:
+        raise ConfigError("eval_strategy 'no' with eval_holdout > 0: pass --eval_holdout 0 to train without evaluation")
 
 
 def find_checkpoint(script_args: ScriptArguments, training_args) -> str | None:
@@ -281,6 +264,27 @@ def save_run_config(script_args: ScriptArguments, training_args, backend: str) -
     """Write the resolved configuration next to the outputs."""
     config = {"backend": backend, "script": asdict(script_args), "training": training_args.to_dict()}
     Path(training_args.output_dir, "run_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+
+
+def hold_out(dataset, script_args: ScriptArguments, training_args) -> tuple[Any, Any, str]:
+    """(training problems, held-out problems, a note): a whole number of evaluation batches is kept aside.
+
+    trl averages its evaluation metrics batch by batch, so a smaller last batch would weigh its problems more.
+    """
+    batch = training_args.per_device_eval_batch_size * max(training_args.world_size, 1)
+    size = script_args.eval_holdout - script_args.eval_holdout % batch
+    if size == 0:
+        fail(f"eval_holdout {script_args.eval_holdout} is smaller than one evaluation batch ({batch}: "
+             "per_device_eval_batch_size x processes); raise --eval_holdout or lower --per_device_eval_batch_size")  # fmt: skip
+    try:
+        train_part, heldout = split_holdout(dataset, size, training_args.seed)
+    except ValueError as error:
+        fail(f"{error}; lower --eval_holdout (0 = off)")
+    rounded = f" (eval_holdout {script_args.eval_holdout} rounded down to whole batches of {batch})" if size != script_args.eval_holdout else ""
+    every = f"every {training_args.eval_steps} steps" if training_args.eval_steps else "during training"
+    note = (f"held-out: {size} training problems set aside{rounded}, scored {every} at temperature "
+            f"{training_args.temperature:g} (metrics eval/strict, ...)")  # fmt: skip
+    return train_part, heldout, note
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -321,6 +325,13 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         )
     except data.DatasetError as error:
         fail(str(error))
+    heldout = None
+    if script_args.eval_holdout:
+        train_dataset, heldout, note = hold_out(train_dataset, script_args, training_args)
+        reward_funcs, training_args.reward_weights = with_scorers(reward_funcs, training_args.reward_weights)
+        main_process_print(note)
+        if is_main_process():
+            heldout.select_columns(["question", "answer"]).to_json(Path(training_args.output_dir) / "heldout.jsonl")
     main_process_print(
         f"data: {len(train_dataset)} problems from {script_args.dataset_name}; "
         f"rewards: {', '.join(script_args.reward_funcs)}"
@@ -330,18 +341,24 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     from trl import GRPOTrainer
 
     from backends import load_model
-    from callbacks import GracefulInterruptCallback, MetricsFileCallback, trim_metrics
+    from callbacks import GracefulInterruptCallback, HeldOutAccuracyCallback, MetricsFileCallback, trim_metrics
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
     save_run_config(script_args, training_args, backend)
-    trainer = GRPOTrainer(
+    eval_temperature = training_args.temperature if heldout is not None else None
+    callbacks = [MetricsFileCallback(training_args.output_dir, eval_temperature), GracefulInterruptCallback()]
+    if heldout is not None:
+        callbacks.append(HeldOutAccuracyCallback(len(heldout), training_args.temperature))
+    trainer_class = grpo_trainer_class() if heldout is not None else GRPOTrainer
+    trainer = trainer_class(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
+        eval_dataset=heldout,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsFileCallback(training_args.output_dir), GracefulInterruptCallback(), *(extra_callbacks or [])],
+        callbacks=[*callbacks, *(extra_callbacks or [])],
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
@@ -349,6 +366,8 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         trim_metrics(training_args.output_dir, int(Path(resume_from).name.split("-")[-1]))
         main_process_print(f"resuming from {resume_from}")
     trainer.train(resume_from_checkpoint=resume_from)
+    if heldout is not None and callbacks[-1].last_step != trainer.state.global_step:
+        trainer.evaluate()  # the curve ends where training does
 
     # Save: the adapter and tokenizer at the top of output_dir, optionally a merged model.
     trainer.save_model(training_args.output_dir)

@@ -46,7 +46,7 @@ def main(steps: int = 40, output_dir: str | None = None) -> int:
             "--num_generations", "8", "--per_device_train_batch_size", "16",  # 2 prompts x 8 completions
             "--max_completion_length", "16", "--learning_rate", "5e-3", "--beta", "0", "--temperature", "1.0",
             "--lora_r", "16", "--lora_alpha", "32", "--logging_steps", "1", "--seed", "0",
-            "--log_completions", "false",
+            "--log_completions", "false", "--eval_holdout", "0",
         ])  # fmt: skip
         logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rewards = [entry["reward"] for entry in logs if "reward" in entry]

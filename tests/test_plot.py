@@ -239,3 +239,29 @@ def test_only_a_corrupt_complete_line_is_reported(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(f"{good}\n{{broken\n{good[:10]}")
     entries, unreadable = plot.read_jsonl(tmp_path / "metrics.jsonl")
     assert len(entries) == 1 and unreadable == 1  # the unterminated last line is a write in progress
+
+
+def test_held_out_accuracy_is_drawn_next_to_the_reward_and_kept_out_of_the_reward_panels(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    write_run(run, steps=10, partial_last=False)
+    with open(run / "metrics.jsonl", "a") as f:
+        for step in (0, 5, 10):
+            f.write(json.dumps({"eval_loss": 0.0, "eval/strict": step / 20, "eval/formatted": 0.9,
+                                "eval/temperature": 0.9, "step": step}) + "\n")  # fmt: skip
+        f.write(json.dumps({"rewards/strict/mean": 0.3, "rewards/strict/std": 0.1, "reward": 1.0, "step": 11}) + "\n")
+    titles, curves = [], []
+    finish, curve = plot._finish, plot._curve
+    monkeypatch.setattr(plot, "_finish", lambda ax, title, *a, **k: (titles.append(title), finish(ax, title, *a, **k)))
+    monkeypatch.setattr(plot, "_curve", lambda ax, s, v, label, *a, **k: (curves.append(label), curve(ax, s, v, label, *a, **k)))
+    written = plot.plot_run(run)
+    assert (run / "plots" / "heldout_accuracy.png") in written
+    assert (run / "plots" / "heldout_accuracy.png").read_bytes().startswith(PNG_MAGIC)
+    assert "held-out problems, sampled at temperature 0.9" in titles
+    assert any(label.startswith("training reward (right axis)") for label in curves)
+    assert "strict" not in titles  # the weight-0 score is not drawn as a reward panel
+
+
+def test_no_held_out_figure_without_evaluations(tmp_path):
+    run = tmp_path / "run"
+    write_run(run, steps=5, partial_last=False)
+    assert "heldout_accuracy.png" not in [p.name for p in plot.plot_run(run)]

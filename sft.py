@@ -1,0 +1,253 @@
+"""Cold start: supervised fine-tuning on worked GSM8K solutions in the prompt's format, before GRPO.
+
+DeepSeek-R1 starts reinforcement learning from a model that has seen a small set of answers in the wanted
+format; the reference blog skips this by starting from an Instruct model. This script gives any model (for
+example the base Qwen2.5-0.5B) that cold start: each GSM8K training solution becomes one assistant answer,
+    <reasoning> the worked solution, calculator annotations (<<48/2=24>>) removed </reasoning>
+    <validate>  a short re-check built from those annotations </validate>
+    <answer>    the gold answer (the text after ####) </answer>
+on the same system prompt training and evaluation use, through the model's chat template, with the loss on
+the assistant's tokens only (trl's SFTTrainer with prompt-completion data). A .jsonl with its own
+`completion` column is used as written.
+
+    # The cold-start recipe (recipes/qwen2.5-0.5b-gsm8k-sft.yaml): Qwen2.5-0.5B base, LoRA, 1000 problems
+    python sft.py
+    # Then GRPO from the merged result, and the accuracy of each stage
+    python train.py --model_name_or_path outputs/Qwen-0.5B-SFT/merged --output_dir outputs/Qwen-0.5B-SFT-GRPO
+    python evaluate.py --checkpoint outputs/Qwen-0.5B-SFT          # base vs after SFT
+    python evaluate.py --checkpoint outputs/Qwen-0.5B-SFT-GRPO     # after SFT vs after GRPO
+
+    # Full fine-tuning instead of LoRA, your own data, any SFTConfig field (defaults < --config file < flags)
+    python sft.py --use_peft false --dataset_name my_answers.jsonl --learning_rate 1e-5
+    # Offline CPU check with a tiny random model on the shipped samples, in seconds
+    python sft.py --smoke
+
+Output in output_dir: with LoRA the adapter + tokenizer (what evaluate.py --checkpoint scores) and merged/,
+the full model with the adapter folded in (what train.py --model_name_or_path starts GRPO from); with
+--use_peft false the full model itself. Also checkpoint-N/ every save_steps, run_config.json and
+metrics.jsonl. --resume continues the newest checkpoint; Ctrl-C saves one and exits.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import data
+import options
+from backends import BackendError, find_model
+from options import ConfigError, exit_with, flag_on, given, read_layers
+from smoke import SAMPLE_DATA_DIR
+from train import adapt_to_machine, find_checkpoint, main_process_print, save_run_config
+
+REPO_DIR = Path(__file__).resolve().parent
+RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-sft.yaml"
+PROG = "sft.py"
+
+# `--smoke`: the same code path at toy size, offline on CPU (the tiny model is built in output_dir).
+SMOKE_OVERRIDES: dict[str, Any] = dict(
+    output_dir="outputs/smoke-sft",
+    dataset_name=str(SAMPLE_DATA_DIR),
+    max_samples=None,
+    max_steps=4,
+    per_device_train_batch_size=4,
+    gradient_accumulation_steps=1,
+    lora_r=8,
+    lora_alpha=16,
+    learning_rate=1e-3,
+    warmup_steps=0,
+    logging_steps=1,
+    save_steps=2,
+    use_cpu=True,
+    gradient_checkpointing=False,
+)
+# What `--help` lists besides sft.py's own options: the SFTConfig fields a user of this recipe changes.
+COMMON_TRAINER_OPTIONS = (
+    "output_dir", "seed", "learning_rate", "num_train_epochs", "max_steps", "warmup_steps", "lr_scheduler_type",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "logging_steps", "save_steps",
+    "bf16", "optim", "use_cpu", "report_to", "eos_token",
+)
+
+
+@dataclass
+class SFTScriptArguments:
+    """What sft.py adds to SFTConfig: model, LoRA, data and run control (the same names as train.py's)."""
+
+    model_name_or_path: str = field(default="Qwen/Qwen2.5-0.5B", metadata={"help": "Hub name or local folder."})
+    dataset_name: str = field(
+        default="openai/gsm8k",
+        metadata={"help": "Hub dataset, or a local .jsonl/.json/.parquet file or folder (question + answer, or completion)."},
+    )
+    dataset_config: str = field(default="main", metadata={"help": "Hub dataset configuration."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Use only this many examples (after shuffling). Default: all."}
+    )
+    use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (false: fine-tune every weight)."})
+    lora_r: int = field(default=32, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "Module names that get LoRA adapters."},
+    )
+    smoke: bool = field(default=False, metadata={"help": "Tiny random model on the shipped samples, CPU, offline."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
+
+
+def parse_args(argv: list[str]) -> tuple[SFTScriptArguments, Any, list[str]]:
+    """Parse (SFTScriptArguments, SFTConfig, notes): recipe < --smoke < --config file < flags."""
+    layers = read_layers(argv, RECIPE, presets={"smoke": SMOKE_OVERRIDES})
+    use_cpu = flag_on(layers.cli, "use_cpu") if given(layers.cli, "use_cpu") else bool(layers.config.get("use_cpu"))
+    notes = adapt_to_machine(layers, "hf", use_cpu)
+
+    from trl import SFTConfig
+
+    script_args, training_args = options.parse(
+        (SFTScriptArguments, SFTConfig),
+        layers,
+        prog=PROG,
+        description=f"Supervised cold start on GSM8K solutions. Defaults: {RECIPE.relative_to(REPO_DIR)}.",
+        curated=COMMON_TRAINER_OPTIONS,
+        epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
+    )
+    return script_args, training_args, notes
+
+
+def check_config(script_args: SFTScriptArguments, training_args: Any) -> None:
+    """Everything that can be wrong before a model loads (raises ConfigError)."""
+    if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
+        raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
+    if not builds_smoke_model(script_args):
+        problem = find_model(script_args.model_name_or_path)
+        if problem:
+            raise ConfigError(f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path")
+    if script_args.max_samples is not None and script_args.max_samples < 1:
+        raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
+    if script_args.use_peft and (script_args.lora_r < 1 or script_args.lora_alpha < 1):
+        raise ConfigError("lora_r and lora_alpha must be positive (or --use_peft false)")
+    if training_args.max_length is not None and training_args.max_length < 1:
+        raise ConfigError(f"max_length must be positive, got {training_args.max_length}")
+    output_dir = Path(training_args.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / ".write-test").write_text("")
+        (output_dir / ".write-test").unlink()
+    except OSError as error:
+        raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
+
+
+def builds_smoke_model(script_args: SFTScriptArguments) -> bool:
+    return script_args.smoke and script_args.model_name_or_path == SFTScriptArguments.model_name_or_path
+
+
+def load_model(script_args: SFTScriptArguments, training_args: Any) -> tuple[Any, Any]:
+    """The model to fine-tune (bf16 where training runs in bf16, else float32) and, with LoRA, its LoraConfig."""
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(script_args.model_name_or_path, dtype=dtype)
+    if not script_args.use_peft:
+        return model, None
+    peft_config = LoraConfig(
+        r=script_args.lora_r,
+        lora_alpha=script_args.lora_alpha,
+        target_modules=list(script_args.lora_target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return model, peft_config
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse, check, load data and model, fine-tune, save; exits 130 after a Ctrl-C (a checkpoint is saved)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        script_args, training_args, notes = parse_args(argv)
+        check_config(script_args, training_args)
+        resume_from = find_checkpoint(script_args, training_args)
+    except (ConfigError, BackendError, ValueError) as error:
+        exit_with(PROG, str(error))
+    for note in notes:
+        main_process_print(note)
+
+    # Data before the model: a bad dataset fails in seconds.
+    from transformers import AutoTokenizer
+
+    if builds_smoke_model(script_args):
+        from smoke import build_tiny_model
+
+        script_args.model_name_or_path = str(build_tiny_model(Path(training_args.output_dir).resolve() / "base-model"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    except OSError as error:
+        exit_with(PROG, f"cannot load the tokenizer of {script_args.model_name_or_path}: {str(error).splitlines()[0]}")
+    if tokenizer.chat_template is None:
+        exit_with(PROG, f"the tokenizer of {script_args.model_name_or_path} has no chat template")
+    try:
+        train_dataset = data.get_sft_dataset(
+            split=script_args.dataset_train_split,
+            dataset_name=script_args.dataset_name,
+            config=script_args.dataset_config,
+            limit=script_args.max_samples,
+            seed=training_args.seed,
+        )
+    except data.DatasetError as error:
+        exit_with(PROG, str(error))
+    main_process_print(f"data: {len(train_dataset)} examples from {script_args.dataset_name}")
+
+    # Model and trainer.
+    from trl import SFTTrainer
+
+    from callbacks import GracefulInterruptCallback, MetricsFileCallback, trim_metrics
+
+    model, peft_config = load_model(script_args, training_args)
+    save_run_config(script_args, training_args, "hf")
+    interrupt = GracefulInterruptCallback()
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[MetricsFileCallback(training_args.output_dir), interrupt],
+    )
+
+    # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
+    if resume_from:
+        trim_metrics(training_args.output_dir, int(Path(resume_from).name.split("-")[-1]))
+        main_process_print(f"resuming from {resume_from}")
+    trainer.train(resume_from_checkpoint=resume_from)
+    output_dir = training_args.output_dir
+    if interrupt.interrupted:
+        main_process_print(
+            f"\ninterrupted at step {trainer.state.global_step}: checkpoint in {output_dir}/checkpoint-"
+            f"{trainer.state.global_step}; continue with the same command and --resume"
+        )
+        raise SystemExit(130)
+
+    # Save: what evaluate.py scores and what train.py starts GRPO from.
+    trainer.save_model(output_dir)
+    start_from = output_dir
+    if script_args.use_peft and trainer.accelerator.is_main_process:
+        start_from = str(Path(output_dir) / "merged")
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(start_from)
+        tokenizer.save_pretrained(start_from)
+    smoke = " --smoke" if script_args.smoke else ""
+    main_process_print(
+        f"\ndone: {trainer.state.global_step} steps. "
+        + (f"adapter + tokenizer in {output_dir}, merged model in {start_from}" if script_args.use_peft
+           else f"model + tokenizer in {output_dir}")  # fmt: skip
+        + f", metrics in {output_dir}/metrics.jsonl"
+        + f"\nnext:  python evaluate.py --checkpoint {output_dir}{smoke}"
+        + f"\n       python train.py --model_name_or_path {start_from}{smoke}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Options shared by train.py and sft.py: short help, and errors that name what the user wrote."""
+
+import pytest
+
+import train
+from backends import BackendError
+from options import ConfigError
+
+
+def help_text(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(list(argv))
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_short_and_lists_the_projects_options_first(capsys):
+    text = help_text(capsys, "--help")
+    lines = text.splitlines()
+    assert len(lines) < 200
+    options = [line.split()[0] for line in lines if line.startswith("  --")]
+    assert options[0] == "--model_name_or_path"
+    assert options.index("--smoke") < options.index("--learning_rate")
+    for common in ("--learning_rate", "--num_generations", "--beta", "--max_steps", "--eval_steps", "--use_cpu"):
+        assert common in options
+    assert "--fsdp" not in options and "--push_to_hub" not in options
+    assert "--help-all" in text
+
+
+def test_help_all_lists_every_trainer_option(capsys):
+    options = [line.split()[0] for line in help_text(capsys, "--help-all").splitlines() if line.startswith("  --")]
+    assert {"--fsdp", "--push_to_hub", "--vllm_importance_sampling_correction", "--model_name_or_path"} <= set(options)
+
+
+def test_help_shows_the_recipe_values_as_defaults(capsys):
+    text = help_text(capsys, "-h")
+    assert "(default: 3e-05)" in text  # the recipe's learning rate, not trl's 1e-6
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--learning_rat", "1"], "unknown option --learning_rat (did you mean --learning_rate?)"),
+        (["--num-generation", "4"], "unknown option --num-generation (did you mean --num_generations?)"),
+        (["stray"], "unexpected argument 'stray'"),
+    ],
+)
+def test_unknown_flags_suggest_the_closest_option(argv, expected):
+    with pytest.raises(ConfigError, match="^" + expected.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        train.parse_args([*argv, "--smoke"])
+
+
+def test_batch_size_error_names_the_flag_the_user_gave():
+    with pytest.raises(ConfigError) as error:
+        train.parse_args(["--smoke", "--per-device-train-batch-size", "3"])
+    message = str(error.value)
+    assert "per_device_train_batch_size 3 (--per-device-train-batch-size on the command line)" in message
+    assert "num_generations 2 (qwen2.5-0.5b-gsm8k-grpo.yaml)" in message
+    assert "generation_batch_size (= per_device_train_batch_size x" in message  # the derived quantity explained
+
+
+def test_yaml_errors_name_the_file_and_the_key(tmp_path):
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text("learning_rat: 0.5\n")
+    with pytest.raises(ConfigError, match=f"^{misspelt}: unknown key 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"):
+        train.parse_args(["--smoke", "--config", str(misspelt)])
+    bad_value = tmp_path / "bad_value.yaml"
+    bad_value.write_text("learning_rate: fast\n")
+    with pytest.raises(ConfigError, match=f"^{bad_value}: learning_rate: 'fast' is not a valid float"):
+        train.parse_args(["--smoke", "--config", str(bad_value)])
+    bad_choice = tmp_path / "bad_choice.yaml"
+    bad_choice.write_text("backend: tpu\n")
+    with pytest.raises(BackendError, match=f"unknown backend 'tpu'.* \\(backend from {bad_choice}\\)"):
+        train.parse_args(["--smoke", "--config", str(bad_choice)])
+    generations = tmp_path / "generations.yaml"
+    generations.write_text("num_generations: 3\n")
+    with pytest.raises(ConfigError, match=f"num_generations 3 \\({generations}\\)"):
+        train.parse_args(["--smoke", "--config", str(generations)])
