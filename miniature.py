@@ -28,21 +28,25 @@ OBJECTS = (
     "rocks", "toys", "plums", "beads", "kites", "eggs", "cups", "socks", "balls", "hats",
 )  # fmt: skip
 CONTAINERS = ("bags", "boxes", "jars", "packs", "baskets")
+# Small numbers keep the arithmetic a table of ~100 facts: a tiny model learns it in minutes, and GRPO meets each
+# fact often enough to correct it (with 1..9 it is ~500 facts, and neither stage gets far on a CPU budget).
+MAX_TERM = 5  # addends, subtrahends and the number already had: 1..MAX_TERM
+MAX_FACTOR = 3  # factors: 2..MAX_FACTOR
 
 
 def _one_step(rng: random.Random, name: str, other: str, things: str) -> tuple[str, list[tuple[str, str]], int]:
     """A one-step problem: (question, [(sentence with {calc} placeholder, expression)], result)."""
     kind = rng.choice(("add", "sub", "mul"))
     if kind == "add":
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        a, b = rng.randint(1, MAX_TERM), rng.randint(1, MAX_TERM)
         question = f"{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?"
         return question, [(f"{name} has {{calc}} {things} now.", f"{a}+{b}")], a + b
     if kind == "sub":
-        b = rng.randint(1, 9)
-        a = b + rng.randint(1, 9)
+        b = rng.randint(1, MAX_TERM)
+        a = b + rng.randint(1, MAX_TERM)
         question = f"{name} had {a} {things} and gave {b} to {other}. How many {things} does {name} have left?"
         return question, [(f"{name} has {{calc}} {things} left.", f"{a}-{b}")], a - b
-    a, b = rng.randint(2, 5), rng.randint(2, 5)
+    a, b = rng.randint(2, MAX_FACTOR), rng.randint(2, MAX_FACTOR)
     box = rng.choice(CONTAINERS)
     question = f"{name} buys {a} {box} with {b} {things} in each. How many {things} does {name} buy?"
     return question, [(f"{name} buys {{calc}} {things}.", f"{a}*{b}")], a * b
@@ -52,7 +56,7 @@ def _two_step(rng: random.Random, name: str, other: str, things: str) -> tuple[s
     """A two-step problem: the second step uses the first step's result."""
     kind = rng.choice(("add_sub", "mul_add"))
     if kind == "add_sub":
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        a, b = rng.randint(1, MAX_TERM), rng.randint(1, MAX_TERM)
         c = rng.randint(1, a + b - 1)
         question = (
             f"{name} has {a} {things} and finds {b} more, then gives {c} to {other}. "
@@ -61,7 +65,7 @@ def _two_step(rng: random.Random, name: str, other: str, things: str) -> tuple[s
         steps = [(f"After finding more, {name} has {{calc}} {things}.", f"{a}+{b}"),
                  (f"After giving some away, {name} has {{calc}} {things}.", f"{a + b}-{c}")]  # fmt: skip
         return question, steps, a + b - c
-    a, b, c = rng.randint(2, 5), rng.randint(2, 5), rng.randint(1, 9)
+    a, b, c = rng.randint(2, MAX_FACTOR), rng.randint(2, MAX_FACTOR), rng.randint(1, MAX_TERM)
     box = rng.choice(CONTAINERS)
     question = (
         f"{name} buys {a} {box} with {b} {things} in each and already had {c} {things}. "
@@ -149,3 +153,62 @@ MINIATURE_SHAPE = dict(
     tie_word_embeddings=True, max_position_embeddings=512, initializer_range=0.02,
 )  # fmt: skip
 TOKENIZER_VOCAB = 1024
+
+
+def tokenizer_texts(rows: list[dict[str, str]]) -> Iterator[str]:
+    """What the tokenizer learns from: the system prompt, the chat roles, the problems and their SFT answers."""
+    from data import sft_completion
+    from prompts import SYSTEM_PROMPT
+
+    yield SYSTEM_PROMPT
+    yield "system user assistant"
+    for row in rows:
+        yield row["question"]
+        yield row["answer"]
+        yield sft_completion(row["answer"]) or ""
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a JSONL file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def build_model(output_dir: str | Path, data_dir: str | Path, seed: int = 0, shape: dict | None = None) -> Path:
+    """Write a random-weight Qwen2 model and a tokenizer trained on `data_dir/train.jsonl` to `output_dir`."""
+    from smoke import build_qwen2_model, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(TOKENIZER_VOCAB, tokenizer_texts(read_rows(Path(data_dir) / "train.jsonl")))
+    model = build_qwen2_model(tokenizer, shape or MINIATURE_SHAPE, seed=seed)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`data OUT` writes the problems, `model OUT --data DIR` the tiny model and tokenizer."""
+    parser = argparse.ArgumentParser(prog="miniature.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    make_data = commands.add_parser("data", help="write OUT/train.jsonl and OUT/test.jsonl")
+    make_data.add_argument("output_dir")
+    make_data.add_argument("--seed", type=int, default=0)
+    make_data.add_argument("--train", type=int, default=4000, help="training problems (default 4000)")
+    make_data.add_argument("--test", type=int, default=200, help="test problems (default 200)")
+    make_model = commands.add_parser("model", help="write a random tiny Qwen2 model and its tokenizer to OUT")
+    make_model.add_argument("output_dir")
+    make_model.add_argument("--data", required=True, help="folder with train.jsonl (the tokenizer learns from it)")
+    make_model.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "data":
+        if args.train < 1 or args.test < 1:
+            parser.error("--train and --test must be positive")
+        print(write_dataset(args.output_dir, args.seed, args.train, args.test))
+    else:
+        if not (Path(args.data) / "train.jsonl").is_file():
+            parser.error(f"{args.data}: no train.jsonl (write one with: python miniature.py data {args.data})")
+        print(build_model(args.output_dir, args.data, args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""See the recipe raise accuracy on your CPU: cold-start SFT, then GRPO, on a tiny model and small word problems.
+
+    python demo.py                         # the whole recipe, offline on CPU, about 10 minutes on 2 cores
+    python demo.py --quick                 # fewer steps: each stage runs and GRPO still helps (~3 minutes)
+    python demo.py --seed 1 --output_dir outputs/demo-1
+
+Stages, each through the project's own command line, so what runs here is what runs on a GPU:
+  1. miniature.py: 4000 training and 200 test problems ("Mia has 7 pens and buys 5 more. ..."), GSM8K format,
+     and a random tiny Qwen2 model with a tokenizer trained on them;
+  2. sft.py: cold start on the training solutions, stopped early: the model follows the answer format
+     but is often wrong (recipes/miniature-sft.yaml);
+  3. train.py: GRPO from the SFT model, with held-out accuracy measured as it trains (recipes/miniature-grpo.yaml);
+  4. evaluate.py: greedy accuracy on the 200 test problems, after SFT (base) against after GRPO (tuned);
+  5. plot.py: the training curves (held-out accuracy among them) and the before/after bar chart.
+It ends with a table: strict and formatted accuracy after each stage, the gain, and the time of each stage.
+Every stage's full output goes to OUTPUT_DIR/logs/. Torch runs one thread per process by default
+(--threads): on a shared machine, two threads that wait for each other are several times slower than one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_DIR = Path(__file__).resolve().parent
+SFT_RECIPE = REPO_DIR / "recipes" / "miniature-sft.yaml"
+GRPO_RECIPE = REPO_DIR / "recipes" / "miniature-grpo.yaml"
+TEST_PROBLEMS = 200
+TRAIN_PROBLEMS = 4000
+# Long enough for a two-step answer in the SFT format (~80 tokens) with room to ramble.
+EVAL_MAX_NEW_TOKENS = 128
+# --quick: the same recipe with fewer steps (the test suite's end-to-end check).
+QUICK = {"sft_steps": 200, "grpo_steps": 30, "eval_steps": 10, "eval_holdout": 40}
+# Console lines of the stages worth showing while they run (everything is in the logs).
+SHOWN_PREFIXES = ("held-out accuracy", "data:", "done:", "model ", "base ", "tuned ", "Traceback")
+
+
+@dataclass
+class Stage:
+    """One timed stage of the demo."""
+
+    name: str
+    seconds: float = 0.0
+    log: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="demo.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Settings of each stage: " + ", ".join(str(p.relative_to(REPO_DIR)) for p in (SFT_RECIPE, GRPO_RECIPE)),
+    )
+    parser.add_argument("--output_dir", "--output-dir", default="outputs/demo", help="where everything goes (default: outputs/demo)")
+    parser.add_argument("--seed", type=int, default=0, help="one seed for the problems, the model and both trainings (default 0)")
+    parser.add_argument("--quick", action="store_true", help=f"fewer steps ({QUICK['sft_steps']} SFT, {QUICK['grpo_steps']} GRPO)")
+    parser.add_argument("--sft_steps", type=int, help="SFT optimizer steps (default: the recipe's)")
+    parser.add_argument("--grpo_steps", type=int, help="GRPO optimizer steps (default: the recipe's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="delete OUTPUT_DIR first if it holds an earlier run")
+    parser.add_argument("--verbose", action="store_true", help="print every stage's full output, not only its key lines")
+    args = parser.parse_args(argv)
+    for name in ("sft_steps", "grpo_steps", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name} must be positive, got {value}")
+    return args
+
+
+def prepare_output_dir(path: Path, overwrite: bool) -> None:
+    """An empty output folder; an earlier run there is kept unless --overwrite (exit 2 with one line)."""
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            print(f"demo.py: error: {path} already holds a run: pass --overwrite, or choose another --output_dir",
+                  file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def stage_env(threads: int, output_dir: Path) -> dict[str, str]:
+    """The environment of every stage: offline, `threads` torch threads, an evaluation cache of this run's own."""
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+        # The base model's folder is rewritten by each run: never reuse another run's cached base results.
+        GRPO_EVAL_CACHE=str(output_dir / "eval-cache"),
+    )  # fmt: skip
+    env.setdefault("WANDB_MODE", "disabled")
+    return env
+
+
+def run_stage(stage: Stage, command: list[str], env: dict[str, str], verbose: bool) -> None:
+    """Run one command, its output to the stage's log (and its key lines to the console); stop the demo on failure."""
+    start = time.perf_counter()
+    with open(stage.log, "w") as log, subprocess.Popen(
+        command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as process:
+        log.write("$ " + " ".join(command) + "\n")
+        for line in process.stdout:
+            log.write(line)
+            if verbose or line.lstrip().startswith(SHOWN_PREFIXES):
+                print(f"    {line.rstrip()}", flush=True)
+        returncode = process.wait()
+    stage.seconds = time.perf_counter() - start
+    if returncode != 0:
+        tail = stage.log.read_text().splitlines()[-15:]
+        print("\n".join(f"    | {line}" for line in tail), file=sys.stderr)
+        print(f"demo.py: error: {stage.name} failed (exit {returncode}); full output in {stage.log}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def heldout_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, held-out strict accuracy) of each evaluation train.py logged."""
+    from run_metrics import heldout_entries, read_jsonl
+
+    entries, _ = read_jsonl(run_dir / "metrics.jsonl")
+    return [(int(e["step"]), float(e["eval/strict"])) for e in heldout_entries(entries) if "eval/strict" in e]
+
+
+def summary_table(stages: list[Stage], models: dict[str, dict[str, float]], curve: list[tuple[int, float]]) -> str:
+    """The final table: accuracy after SFT and after GRPO, the gain, the held-out curve, and each stage's time."""
+    sft, grpo = models["base"], models["tuned"]
+    lines = [
+        f"{'':<22}{'strict':>8}{'formatted':>11}",
+        f"{'after SFT':<22}{sft['strict']:>8.3f}{sft['formatted']:>11.3f}",
+        f"{'after GRPO':<22}{grpo['strict']:>8.3f}{grpo['formatted']:>11.3f}",
+        f"{'gain':<22}{grpo['strict'] - sft['strict']:>+8.3f}{grpo['formatted'] - sft['formatted']:>+11.3f}",
+        f"({sft['n']} test problems, greedy; strict = the <answer> text equals the gold answer)",
+    ]
+    if curve:
+        points = "  ".join(f"{step}:{value:.2f}" for step, value in curve)
+        lines.append(f"held-out strict during GRPO (step:accuracy, sampled): {points}")
+    lines.append("")
+    lines += [f"{stage.name:<22}{stage.seconds:>7.0f} s" for stage in stages]
+    lines.append(f"{'total':<22}{sum(stage.seconds for stage in stages):>7.0f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run every stage; print and return the results (accuracies, held-out curve, stage times)."""
+    args = parse_args(argv)
+    out = Path(args.output_dir).expanduser().resolve()
+    prepare_output_dir(out, args.overwrite)
+    (out / "logs").mkdir()
+    env = stage_env(args.threads, out)
+    python = sys.executable
+    data_dir, base_dir, sft_dir, grpo_dir, eval_dir = (out / name for name in ("data", "base-model", "sft", "grpo", "eval"))
+    sft_steps = args.sft_steps or (QUICK["sft_steps"] if args.quick else None)
+    grpo_steps = args.grpo_steps or (QUICK["grpo_steps"] if args.quick else None)
+    quick_flags = ["--eval_steps", str(QUICK["eval_steps"]), "--eval_holdout", str(QUICK["eval_holdout"])] if args.quick else []
+    seed = ["--seed", str(args.seed)]
+
+    stages = [Stage(name) for name in ("problems + tiny model", "sft.py", "train.py (GRPO)", "evaluate.py", "plot.py")]
+    for stage in stages:
+        stage.log = out / "logs" / f"{stage.name.split()[0].split('.')[0]}.log"
+    plan = [
+        [python, "miniature.py", "data", str(data_dir), *seed, "--train", str(TRAIN_PROBLEMS), "--test", str(TEST_PROBLEMS)],
+        [python, "sft.py", "--config", str(SFT_RECIPE), "--model_name_or_path", str(base_dir), "--dataset_name",
+         str(data_dir), "--output_dir", str(sft_dir), *seed, *(["--max_steps", str(sft_steps)] if sft_steps else [])],
+        [python, "train.py", "--config", str(GRPO_RECIPE), "--model_name_or_path", str(sft_dir), "--dataset_name",
+         str(data_dir), "--output_dir", str(grpo_dir), *seed, *(["--max_steps", str(grpo_steps)] if grpo_steps else []),
+         *quick_flags],
+        [python, "evaluate.py", "--checkpoint", str(grpo_dir), "--base_model", str(sft_dir), "--dataset_name",
+         str(data_dir), "--split", "test", "--limit", str(TEST_PROBLEMS), "--max_new_tokens", str(EVAL_MAX_NEW_TOKENS),
+         "--batch_size", "50", "--output_dir", str(eval_dir)],
+        [python, "plot.py", str(grpo_dir)],
+    ]  # fmt: skip
+    model_command = [python, "miniature.py", "model", str(base_dir), "--data", str(data_dir), *seed]
+    plot_eval_command = [python, "plot.py", str(eval_dir)]
+
+    print(f"demo: the recipe end to end on CPU, seed {args.seed}, everything in {out}", flush=True)
+    for number, (stage, command) in enumerate(zip(stages, plan), start=1):
+        print(f"[{number}/{len(stages)}] {stage.name} ...", flush=True)
+        run_stage(stage, command, env, args.verbose)
+        if stage.name.startswith("problems"):  # same stage: the tokenizer learns from the problems just written
+            seconds = stage.seconds
+            run_stage(stage, model_command, env, args.verbose)
+            stage.seconds += seconds
+        if stage.name == "plot.py":
+            seconds = stage.seconds
+            run_stage(stage, plot_eval_command, env, args.verbose)
+            stage.seconds += seconds
+        print(f"      done in {stage.seconds:.0f} s (log: {stage.log.relative_to(out.parent)})", flush=True)
+
+    models = json.loads((eval_dir / "summary.json").read_text())["models"]
+    curve = heldout_curve(grpo_dir)
+    print("\n" + summary_table(stages, models, curve))
+    plots = sorted(str(p) for folder in (grpo_dir, eval_dir) for p in (folder / "plots").glob("*.png"))
+    print("\nplots:\n  " + "\n  ".join(plots))
+    result = {
+        "seed": args.seed,
+        "quick": args.quick,
+        "sft": models["base"],
+        "grpo": models["tuned"],
+        "heldout_curve": curve,
+        "seconds": {stage.name: round(stage.seconds, 1) for stage in stages},
+        "plots": plots,
+    }
+    (out / "demo_result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO_DIR))
+    main()
