@@ -149,7 +149,7 @@ def iter_vocabulary_texts(rows: list[dict[str, str]]) -> Iterator[str]:
 # Big enough to learn one- and two-step sums in a few hundred steps, small enough for seconds per step on
 # 2 CPU cores. Qwen2's digit-by-digit pre-tokenizer (smoke.QWEN_SPLIT) makes every number its digits.
 MINIATURE_SHAPE = dict(
-    hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
     tie_word_embeddings=True, max_position_embeddings=512, initializer_range=0.02,
 )  # fmt: skip
 TOKENIZER_VOCAB = 1024
