@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,8 @@ EVAL_MAX_NEW_TOKENS = 128
 # --quick: the same recipe with fewer steps (the test suite's end-to-end check).
 QUICK = {"sft_steps": 200, "grpo_steps": 30, "eval_steps": 10, "eval_holdout": 40}
 # Console lines of the stages worth showing while they run (everything is in the logs).
+# tqdm moves the cursor before a line it writes between progress bars: compare the text without such codes.
+TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 SHOWN_PREFIXES = ("held-out accuracy", "data:", "done:", "model ", "base ", "tuned ", "Traceback")
 
 
@@ -109,8 +112,9 @@ def run_stage(stage: Stage, command: list[str], env: dict[str, str], verbose: bo
         log.write("$ " + " ".join(command) + "\n")
         for line in process.stdout:
             log.write(line)
-            if verbose or line.lstrip().startswith(SHOWN_PREFIXES):
-                print(f"    {line.rstrip()}", flush=True)
+            text = TERMINAL_CODES.sub("", line).strip()
+            if verbose or text.startswith(SHOWN_PREFIXES):
+                print(f"    {text}", flush=True)
         returncode = process.wait()
     stage.seconds = time.perf_counter() - start
     if returncode != 0:
@@ -155,7 +159,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "logs").mkdir()
     env = stage_env(args.threads, out)
     python = sys.executable
-    data_dir, base_dir, sft_dir, grpo_dir, eval_dir = (out / name for name in ("data", "base-model", "sft", "grpo", "eval"))
+    data_dir, cold_start_dir, base_dir, sft_dir, grpo_dir, eval_dir = (
+        out / name for name in ("data", "cold-start", "base-model", "sft", "grpo", "eval")
+    )
     sft_steps = args.sft_steps or (QUICK["sft_steps"] if args.quick else None)
     grpo_steps = args.grpo_steps or (QUICK["grpo_steps"] if args.quick else None)
     quick_flags = ["--eval_steps", str(QUICK["eval_steps"]), "--eval_holdout", str(QUICK["eval_holdout"])] if args.quick else []
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plan = [
         [python, "miniature.py", "data", str(data_dir), *seed, "--train", str(TRAIN_PROBLEMS), "--test", str(TEST_PROBLEMS)],
         [python, "sft.py", "--config", str(SFT_RECIPE), "--model_name_or_path", str(base_dir), "--dataset_name",
-         str(data_dir), "--output_dir", str(sft_dir), *seed, *(["--max_steps", str(sft_steps)] if sft_steps else [])],
+         str(cold_start_dir), "--output_dir", str(sft_dir), *seed, *(["--max_steps", str(sft_steps)] if sft_steps else [])],
         [python, "train.py", "--config", str(GRPO_RECIPE), "--model_name_or_path", str(sft_dir), "--dataset_name",
          str(data_dir), "--output_dir", str(grpo_dir), *seed, *(["--max_steps", str(grpo_steps)] if grpo_steps else []),
          *quick_flags],
@@ -176,7 +182,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
          "--batch_size", "50", "--output_dir", str(eval_dir)],
         [python, "plot.py", str(grpo_dir)],
     ]  # fmt: skip
-    model_command = [python, "miniature.py", "model", str(base_dir), "--data", str(data_dir), *seed]
+    more_data_commands = [
+        [python, "miniature.py", "cold-start", str(cold_start_dir), "--data", str(data_dir), *seed],
+        [python, "miniature.py", "model", str(base_dir), "--data", str(data_dir), *seed],
+    ]
     plot_eval_command = [python, "plot.py", str(eval_dir)]
 
     print(f"demo: the recipe end to end on CPU, seed {args.seed}, everything in {out}", flush=True)
@@ -184,9 +193,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"[{number}/{len(stages)}] {stage.name} ...", flush=True)
         run_stage(stage, command, env, args.verbose)
         if stage.name.startswith("problems"):  # same stage: the tokenizer learns from the problems just written
-            seconds = stage.seconds
-            run_stage(stage, model_command, env, args.verbose)
-            stage.seconds += seconds
+            for more in more_data_commands:
+                seconds = stage.seconds
+                run_stage(stage, more, env, args.verbose)
+                stage.seconds += seconds
         if stage.name == "plot.py":
             seconds = stage.seconds
             run_stage(stage, plot_eval_command, env, args.verbose)

@@ -1,12 +1,18 @@
 """The CPU miniature of the recipe: small GSM8K-format word problems, and a tiny model and tokenizer for them.
 
     python miniature.py data OUT_DIR [--seed 0] [--train 4000] [--test 200]   # OUT_DIR/train.jsonl, test.jsonl
-    python miniature.py model OUT_DIR [--seed 0]                               # a random tiny Qwen2 + tokenizer
+    python miniature.py cold-start OUT_DIR --data DATA_DIR [--seed 0]          # OUT_DIR/train.jsonl: worked solutions
+    python miniature.py model OUT_DIR --data DATA_DIR [--seed 0]               # a random tiny Qwen2 + tokenizer
 
 The problems are one or two arithmetic steps in words ("Mia has 7 pens and buys 5 more. ..."), each a GSM8K
 row: `question`, and `answer` = sentences with calculator annotations (`7+5=<<7+5=12>>12`) ending in
 `#### 12`. They are generated from a seed (same seed, same rows), and no question is in both splits, so
 data.py, sft.py, train.py and evaluate.py read them as they read GSM8K. demo.py runs the whole recipe on them.
+
+The cold-start set is what R1 started from at toy size: worked solutions by a writer who is not always right.
+This one has one habit: in most two-step problems it stops after the first step and reports that result.
+Supervised fine-tuning copies the habit (greedy decoding then gets every two-step problem wrong); GRPO,
+paid for the right final answer, has to unlearn it. The training and test splits keep the true solutions.
 The generator is pure Python; torch and transformers are imported only to build the model.
 """
 
@@ -32,6 +38,10 @@ CONTAINERS = ("bags", "boxes", "jars", "packs", "baskets")
 # fact often enough to correct it (with 1..9 it is ~500 facts, and neither stage gets far on a CPU budget).
 MAX_TERM = 5  # addends, subtrahends and the number already had: 1..MAX_TERM
 MAX_FACTOR = 3  # factors: 2..MAX_FACTOR
+TWO_STEP_SHARE = 0.5
+# The cold-start writer stops early in this share of two-step solutions: more than half, so that a model that
+# imitates it stops early when decoding greedily, yet samples the second step often enough for GRPO to find it.
+SKIPPED_STEP_SHARE = 0.7
 
 
 def _one_step(rng: random.Random, name: str, other: str, things: str) -> tuple[str, list[tuple[str, str]], int]:
@@ -86,7 +96,7 @@ def evaluate_expression(expression: str) -> int:
     return int(expression)
 
 
-def make_problem(rng: random.Random, two_step_share: float = 0.4) -> dict[str, str]:
+def make_problem(rng: random.Random, two_step_share: float = TWO_STEP_SHARE) -> dict[str, str]:
     """One GSM8K-format row {question, answer}: annotated solution sentences, then `#### gold`."""
     name, other = rng.sample(NAMES, 2)
     things = rng.choice(OBJECTS)
@@ -99,7 +109,7 @@ def make_problem(rng: random.Random, two_step_share: float = 0.4) -> dict[str, s
     return {"question": question, "answer": "\n".join(lines) + f"\n#### {result}"}
 
 
-def generate_problems(seed: int, n: int, exclude: set[str] = frozenset(), two_step_share: float = 0.4) -> list[dict[str, str]]:
+def generate_problems(seed: int, n: int, exclude: set[str] = frozenset(), two_step_share: float = TWO_STEP_SHARE) -> list[dict[str, str]]:
     """`n` distinct problems from `seed`, none whose question is in `exclude`."""
     rng = random.Random(seed)
     rows, seen = [], set(exclude)
@@ -132,14 +142,24 @@ def write_dataset(output_dir: str | Path, seed: int = 0, n_train: int = 4000, n_
     return output_dir
 
 
-def iter_vocabulary_texts(rows: list[dict[str, str]]) -> Iterator[str]:
-    """Texts the tokenizer learns from besides the prompt: questions, solutions with and without annotations."""
-    import re
+def cold_start_solution(row: dict[str, str], rng: random.Random, skip_share: float = SKIPPED_STEP_SHARE) -> dict[str, str]:
+    """The row as the cold-start writer solves it: two-step solutions stop after step one in `skip_share` of cases."""
+    body, _ = row["answer"].split("\n#### ")
+    steps = body.splitlines()
+    if len(steps) < 2 or rng.random() >= skip_share:
+        return dict(row)
+    first_result = steps[0].split(">>")[1].split()[0]
+    return {"question": row["question"], "answer": f"{steps[0]}\n#### {first_result}"}
 
-    for row in rows:
-        yield row["question"]
-        yield row["answer"]
-        yield re.sub(r"<<[^>]*>>", "", row["answer"])
+
+def write_cold_start(output_dir: str | Path, data_dir: str | Path, seed: int = 0) -> Path:
+    """Write OUT/train.jsonl: DATA_DIR/train.jsonl's problems with the cold-start writer's solutions."""
+    rng = random.Random(seed + 2_000_003)
+    rows = [cold_start_solution(row, rng) for row in read_rows(Path(data_dir) / "train.jsonl")]
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return output_dir
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -187,7 +207,7 @@ def build_model(output_dir: str | Path, data_dir: str | Path, seed: int = 0, sha
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`data OUT` writes the problems, `model OUT --data DIR` the tiny model and tokenizer."""
+    """`data OUT` writes the problems, `cold-start OUT --data DIR` the SFT set, `model OUT --data DIR` the model."""
     parser = argparse.ArgumentParser(prog="miniature.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     make_data = commands.add_parser("data", help="write OUT/train.jsonl and OUT/test.jsonl")
@@ -195,6 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     make_data.add_argument("--seed", type=int, default=0)
     make_data.add_argument("--train", type=int, default=4000, help="training problems (default 4000)")
     make_data.add_argument("--test", type=int, default=200, help="test problems (default 200)")
+    make_cold_start = commands.add_parser("cold-start", help="write OUT/train.jsonl: the cold-start writer's solutions")
+    make_cold_start.add_argument("output_dir")
+    make_cold_start.add_argument("--data", required=True, help="folder with train.jsonl (the problems to solve)")
+    make_cold_start.add_argument("--seed", type=int, default=0)
     make_model = commands.add_parser("model", help="write a random tiny Qwen2 model and its tokenizer to OUT")
     make_model.add_argument("output_dir")
     make_model.add_argument("--data", required=True, help="folder with train.jsonl (the tokenizer learns from it)")
@@ -204,9 +228,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.train < 1 or args.test < 1:
             parser.error("--train and --test must be positive")
         print(write_dataset(args.output_dir, args.seed, args.train, args.test))
+        return
+    if not (Path(args.data) / "train.jsonl").is_file():
+        parser.error(f"{args.data}: no train.jsonl (write one with: python miniature.py data {args.data})")
+    if args.command == "cold-start":
+        print(write_cold_start(args.output_dir, args.data, args.seed))
     else:
-        if not (Path(args.data) / "train.jsonl").is_file():
-            parser.error(f"{args.data}: no train.jsonl (write one with: python miniature.py data {args.data})")
         print(build_model(args.output_dir, args.data, args.seed))
 
 

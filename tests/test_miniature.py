@@ -84,3 +84,49 @@ def test_cli_writes_data(tmp_path):
     )
     assert len((tmp_path / "d" / "train.jsonl").read_text().splitlines()) == 30
     assert str(tmp_path / "d") in done.stdout
+
+
+def test_tiny_model_and_tokenizer_fit_the_problems(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from data import sft_completion
+    from prompts import build_messages
+
+    folder = miniature.write_dataset(tmp_path / "data", seed=0, n_train=200, n_test=10)
+    model_dir = miniature.build_model(tmp_path / "model", folder, seed=0, shape=dict(miniature.MINIATURE_SHAPE, hidden_size=32, intermediate_size=64))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert model.config.vocab_size >= len(tokenizer) and tokenizer.eos_token == "<|im_end|>"
+    row = miniature.read_rows(folder / "test.jsonl")[0]
+    messages = build_messages(row["question"]) + [{"role": "assistant", "content": sft_completion(row["answer"])}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+    # Every word of the prompt and the answer format is one token (the system prompt costs ~60), numbers go
+    # digit by digit as in Qwen2, and nothing falls back to bytes.
+    assert len(ids) < 200
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert all(len(t.lstrip("Ġ")) <= 1 for t in tokens if any(c.isdigit() for c in t))
+    assert tokenizer.decode(ids, skip_special_tokens=False).count("<|im_start|>") == 3
+    assert tokenizer.decode(tokenizer(row["question"]).input_ids) == row["question"]
+
+
+def test_cold_start_writer_stops_early_in_most_two_step_solutions_and_nowhere_else(tmp_path):
+    folder = miniature.write_dataset(tmp_path / "data", seed=0, n_train=1000, n_test=10)
+    written = miniature.write_cold_start(tmp_path / "cold", folder, seed=0)
+    true_rows = miniature.read_rows(folder / "train.jsonl")
+    cold_rows = miniature.read_rows(written / "train.jsonl")
+    assert [r["question"] for r in cold_rows] == [r["question"] for r in true_rows]
+    two_step = skipped = 0
+    for true, cold in zip(true_rows, cold_rows):
+        if true["answer"].count("<<") == 1:
+            assert cold == true  # one-step solutions are always right
+            continue
+        two_step += 1
+        if cold != true:
+            skipped += 1
+            first_step, gold = cold["answer"].split("\n#### ")
+            assert first_step == true["answer"].splitlines()[0] and first_step.endswith(f">>{gold} " + first_step.split()[-1])
+            assert gold != true["answer"].split("#### ")[1]  # every second step changes the number
+    assert two_step > 0.4 * len(true_rows)
+    assert abs(skipped / two_step - miniature.SKIPPED_STEP_SHARE) < 0.06
+    # sft.py reads the folder as GSM8K: the answer it learns to write is the writer's, not the true one.
+    assert data.load_raw_split(str(written), "train")[0]["answer"] == cold_rows[0]["answer"]
