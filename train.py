@@ -36,8 +36,9 @@ from typing import Any
 import data
 import options
 import rewards
-from backends import BACKENDS, BackendError, bf16_supported, cuda_available, find_model, is_installed, resolve_backend
-from options import ConfigError, Layers, exit_with, flag_on, given, read_layers
+from backends import BACKENDS, BackendError, resolve_backend
+from checks import adapt_to_machine, check_config, find_checkpoint
+from options import ConfigError, exit_with, flag_on, given, read_layers
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -106,6 +107,11 @@ class ScriptArguments:
     save_merged: bool = field(default=False, metadata={"help": "Also write a merged 16-bit model to output_dir/merged."})
 
 
+def smoke_builds_model(script_args: ScriptArguments) -> bool:
+    """--smoke without a model of the user's: the run builds its tiny random model in output_dir."""
+    return script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
+
+
 def fail(message: str) -> None:
     """Print one error line and exit with code 2, as argparse does."""
     exit_with("train.py", message)
@@ -126,24 +132,6 @@ COMMON_TRAINER_OPTIONS = (
     "temperature", "beta", "loss_type", "reward_weights", "logging_steps", "save_steps", "eval_steps", "bf16",
     "optim", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "use_cpu", "report_to", "log_completions",
 )
-
-
-def adapt_to_machine(layers: Layers, backend: str, use_cpu: bool) -> list[str]:
-    """Turn off recipe settings this machine cannot run (unless given on the command line); returns notes."""
-    notes = []
-    config, cli = layers.config, layers.cli
-    on_gpu = cuda_available() and not use_cpu
-    if config.get("bf16") and not (on_gpu and bf16_supported()) and not given(cli, "bf16"):
-        notes.append("bf16 off: no bf16-capable GPU in use, training in float32")
-        layers.set("bf16", False, notes[-1])
-    if "8bit" in str(config.get("optim", "")) and not (on_gpu and is_installed("bitsandbytes")) and not given(cli, "optim"):
-        notes.append(f"optim {config['optim']} needs bitsandbytes on a GPU: using adamw_torch")
-        layers.set("optim", "adamw_torch", notes[-1])
-    vllm_possible = on_gpu and is_installed("vllm")
-    if config.get("use_vllm") and backend == "hf" and not vllm_possible and not given(cli, "use_vllm"):
-        notes.append("use_vllm off: vLLM needs a CUDA GPU and the vllm package; generating with transformers")
-        layers.set("use_vllm", False, notes[-1])
-    return notes
 
 
 def parse_args(argv: list[str]):
@@ -175,61 +163,6 @@ def parse_args(argv: list[str]):
     return script_args, training_args, backend, notes
 
 
-# --- checks that need no model ---------------------------------------------------------------------------
-
-
-def check_config(script_args: ScriptArguments, training_args) -> list:
-    """Everything that can be wrong before a model loads (raises ConfigError); returns the reward functions."""
-    reward_funcs = rewards.get_reward_funcs(script_args.reward_funcs)  # bad names: ValueError
-    if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
-        raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
-    smoke_builds_model = script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
-    problem = None if smoke_builds_model else find_model(script_args.model_name_or_path)
-    if problem:
-        raise ConfigError(
-            f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path with a local "
-            "folder (config.json, weights, tokenizer) or a hub name"
-        )
-    weights = training_args.reward_weights
-    if weights is not None and len(weights) != len(script_args.reward_funcs):
-        raise ConfigError(f"{len(weights)} reward_weights for {len(script_args.reward_funcs)} reward_funcs")
-    if script_args.max_prompt_length < 1 or training_args.max_completion_length < 1:
-        raise ConfigError("max_prompt_length and max_completion_length must be positive")
-    total = script_args.max_prompt_length + training_args.max_completion_length
-    if total > script_args.max_seq_length:
-        raise ConfigError(
-            f"max_prompt_length + max_completion_length = {total} exceeds max_seq_length {script_args.max_seq_length}"
-        )
-    if not 0 < script_args.gpu_memory_utilization <= 1:
-        raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {script_args.gpu_memory_utilization}")
-    if script_args.max_samples is not None and script_args.max_samples < 1:
-        raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
-    output_dir = Path(training_args.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
-    return reward_funcs
-
-
-def find_checkpoint(script_args: ScriptArguments, training_args) -> str | None:
-    """The checkpoint to resume from, if --resume; refuses to silently train over existing checkpoints."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(training_args.output_dir)
-    if script_args.resume and last is None:
-        raise ConfigError(f"--resume: no checkpoint-* folder in {training_args.output_dir}")
-    if not script_args.resume and last is not None:
-        raise ConfigError(
-            f"{training_args.output_dir} already holds {Path(last).name}: pass --resume to continue it, "
-            "or choose another --output_dir"
-        )
-    return last
-
-
 def save_run_config(script_args: ScriptArguments, training_args, backend: str) -> None:
     """Write the resolved configuration next to the outputs."""
     config = {"backend": backend, "script": asdict(script_args), "training": training_args.to_dict()}
@@ -244,7 +177,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         script_args, training_args, backend, notes = parse_args(argv)
-        reward_funcs = check_config(script_args, training_args)
+        reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)
     except (ConfigError, BackendError, ValueError) as error:
         fail(str(error))
@@ -254,7 +187,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     # Data (and the tokenizer that measures prompts) before the model: a bad dataset fails in seconds.
     from transformers import AutoTokenizer
 
-    if script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path:
+    if smoke_builds_model(script_args):
         from smoke import build_tiny_model
 
         script_args.model_name_or_path = str(build_tiny_model(Path(training_args.output_dir).resolve() / "base-model"))

@@ -254,9 +254,9 @@ def test_unsloth_is_imported_before_trl(tmp_path):
         "import sys\nIMPORTED_FIRST = not any(m in sys.modules for m in ('trl', 'transformers', 'peft'))\n"
     )
     code = (
-        "import sys, backends, train\n"
+        "import sys, backends, checks, train\n"
         "backends.cuda_available = lambda: True\n"
-        "train.cuda_available = lambda: True\n"
+        "checks.cuda_available = lambda: True\n"
         "s, t, backend, notes = train.parse_args(['--learning_rate', '1e-5'])\n"
         "import unsloth\n"
         "print(backend, unsloth.IMPORTED_FIRST)\n"
