@@ -6,12 +6,62 @@ prints it and exits with code 2. Nothing here imports torch at module level.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import data
 import rewards
 from backends import bf16_supported, cuda_available, find_model, is_installed
-from options import ConfigError, Layers, given
+from options import ConfigError, Layers, flag_on, given
+
+
+# --- the machine ------------------------------------------------------------------------------------------
+
+# The oldest NVIDIA driver branch that runs each CUDA major version (NVIDIA's CUDA toolkit release notes).
+MIN_DRIVER_FOR_CUDA = {13: 580, 12: 525, 11: 450}
+CPU_ANYWAY = "pass --use_cpu to train on the CPU anyway (many times slower), or --smoke for a quick check"
+
+
+def nvidia_driver_version() -> str | None:
+    """The loaded NVIDIA kernel driver's version (Linux), e.g. '550.54.15'; None when none is loaded."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text()
+    except OSError:
+        return None
+    match = re.search(r"\b\d{3,}\.\d+(?:\.\d+)?\b", text)
+    return match.group(0) if match else None
+
+
+def missing_gpu_reason(torch_version: str, torch_cuda: str | None, driver: str | None, visible: str | None) -> str:
+    """Why torch sees no CUDA GPU, from what is known about the machine, and what to do: one line."""
+    if torch_cuda is None:
+        return (
+            f"no CUDA GPU: torch {torch_version} is a CPU-only build (on a CUDA machine: pip install -r "
+            f"requirements.txt); {CPU_ANYWAY}"
+        )
+    if visible is not None and visible.strip() in ("", "-1"):
+        return f"no CUDA GPU: CUDA_VISIBLE_DEVICES={visible!r} hides every GPU (unset it); {CPU_ANYWAY}"
+    needed = MIN_DRIVER_FOR_CUDA.get(int(torch_cuda.split(".")[0]))
+    build = f"torch {torch_version} is built for CUDA {torch_cuda}" + (f", which needs NVIDIA driver R{needed} or newer" if needed else "")
+    if driver is None:
+        return f"no CUDA GPU: {build}, and no NVIDIA driver is loaded (`nvidia-smi` should list your GPU); {CPU_ANYWAY}"
+    if needed and int(driver.split(".")[0]) < needed:
+        return (
+            f"no CUDA GPU: {build}, and this machine runs driver {driver} (too old; `nvidia-smi` shows it): update "
+            f"the driver (README: 'older NVIDIA drivers'); {CPU_ANYWAY}"
+        )
+    return f"no CUDA GPU: {build}; driver {driver} is loaded but torch finds no usable GPU (check `nvidia-smi`); {CPU_ANYWAY}"
+
+
+def check_device(script_args, training_args) -> None:
+    """Refuse to start the real run on the CPU by accident: no CUDA GPU and neither --use_cpu nor --smoke."""
+    if script_args.smoke or training_args.use_cpu or cuda_available():
+        return
+    import torch
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    raise ConfigError(missing_gpu_reason(torch.__version__, torch.version.cuda, nvidia_driver_version(), visible))
 
 
 # --- settings the machine cannot run -------------------------------------------------------------------
@@ -32,7 +82,63 @@ def adapt_to_machine(layers: Layers, backend: str, use_cpu: bool) -> list[str]:
     if config.get("use_vllm") and backend == "hf" and not vllm_possible and not given(cli, "use_vllm"):
         notes.append("use_vllm off: vLLM needs a CUDA GPU and the vllm package; generating with transformers")
         layers.set("use_vllm", False, notes[-1])
+    if backend == "unsloth":
+        notes += _unsloth_generation(layers)
     return notes
+
+
+def _unsloth_generation(layers: Layers) -> list[str]:
+    """Unsloth generates with its in-process vLLM engine (fast_inference) or, without vllm, with its own generate."""
+    notes = []
+    fast = flag_on(layers.cli, "fast_inference") if given(layers.cli, "fast_inference") else layers.config.get("fast_inference", True)
+    if fast and not is_installed("vllm") and not layers.from_user("fast_inference"):
+        notes.append("fast_inference off: vllm is not installed, so Unsloth generates without it (slower)")
+        layers.set("fast_inference", False, notes[-1])
+        fast = False
+    # Without the engine, trl's use_vllm would start a second vLLM of its own: generate with Unsloth instead.
+    if not fast and layers.config.get("use_vllm") and not layers.from_user("use_vllm"):
+        layers.set("use_vllm", False, "--fast_inference false")
+    return notes
+
+
+def check_unsloth_settings(layers: Layers, backend: str, fast_inference: bool, training_args) -> None:
+    """Settings Unsloth's trainer overrides or ignores when the model carries its vLLM engine: say what steers them.
+
+    Read from unsloth 2026.10.9 (models/rl.py): with `model.vllm_engine` the trainer sets use_vllm=True and
+    vllm_mode='colocate' and generates with that engine, sized at load time by gpu_memory_utilization and
+    max_seq_length, so trl's vllm_gpu_memory_utilization / vllm_max_model_length are never read.
+    """
+    def said(name: str) -> str:
+        return f"{name} {getattr(training_args, name)!r} ({layers.where(name)})"
+
+    if backend != "unsloth":
+        if layers.from_user("fast_inference"):
+            raise ConfigError(
+                f"fast_inference ({layers.where('fast_inference')}) is the unsloth backend's switch; on the {backend} "
+                "backend --use_vllm true|false chooses vLLM generation"
+            )
+        return
+    if not fast_inference:
+        return
+    if not is_installed("vllm"):
+        raise ConfigError(
+            f"fast_inference ({layers.where('fast_inference')}) needs vllm (pip install -r requirements.txt); "
+            "--fast_inference false generates with Unsloth alone"
+        )
+    if layers.from_user("use_vllm") and not training_args.use_vllm:
+        raise ConfigError(
+            f"{said('use_vllm')}: Unsloth generates with its vLLM engine whenever the model has one; "
+            "--fast_inference false loads the model without it"
+        )
+    if layers.from_user("vllm_mode") and str(training_args.vllm_mode) != "colocate":
+        raise ConfigError(
+            f"{said('vllm_mode')}: Unsloth's vLLM engine runs in this process (colocate); for trl's vLLM server "
+            "pass --fast_inference false"
+        )
+    steering = {"vllm_gpu_memory_utilization": "--gpu_memory_utilization", "vllm_max_model_length": "--max_seq_length"}
+    for name, flag in steering.items():
+        if layers.from_user(name):
+            raise ConfigError(f"{said(name)} is not used by Unsloth's vLLM engine: it is sized by {flag}")
 
 
 # --- checks that need no model ---------------------------------------------------------------------------

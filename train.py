@@ -37,7 +37,7 @@ import data
 import options
 import rewards
 from backends import BACKENDS, BackendError, resolve_backend
-from checks import adapt_to_machine, check_config, find_checkpoint
+from checks import adapt_to_machine, check_config, check_device, check_unsloth_settings, find_checkpoint
 from options import ConfigError, exit_with, flag_on, given, read_layers
 from smoke import SAMPLE_DATA_DIR
 
@@ -80,6 +80,13 @@ class ScriptArguments:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "Module names that get LoRA adapters."},
+    )
+    fast_inference: bool = field(
+        default=True,
+        metadata={
+            "help": "unsloth backend: generate with Unsloth's in-process vLLM engine (true), or with Unsloth's own "
+            "generate (false: no vllm needed, slower). Off by itself when vllm is not installed."
+        },
     )
     gpu_memory_utilization: float = field(
         default=0.8,
@@ -160,6 +167,7 @@ def parse_args(argv: list[str]):
         curated=COMMON_TRAINER_OPTIONS,
         epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
     )
+    check_unsloth_settings(layers, backend, script_args.fast_inference, training_args)
     return script_args, training_args, backend, notes
 
 
@@ -177,6 +185,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         script_args, training_args, backend, notes = parse_args(argv)
+        check_device(script_args, training_args)  # first: the hub lookups of the model check can take a while
         reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)
     except (ConfigError, BackendError, ValueError) as error:

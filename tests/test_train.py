@@ -210,7 +210,9 @@ def test_dashed_flags_work_like_underscored_ones():
 # --- the unsloth backend, against a stand-in module with unsloth's API --------------------------------------
 
 
-def test_unsloth_backend_makes_the_blogs_calls(monkeypatch):
+@pytest.mark.parametrize("fast_inference", [True, False])
+def test_unsloth_backend_makes_the_blogs_calls(monkeypatch, fast_inference):
+    # The keywords are FastLanguageModel.from_pretrained's / get_peft_model's in unsloth 2026.10.9 (models/loader.py).
     calls = []
 
     class FastLanguageModel:
@@ -226,10 +228,13 @@ def test_unsloth_backend_makes_the_blogs_calls(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
     script_args, training_args, _, _ = train.parse_args(["--backend", "hf"])
+    script_args.fast_inference = fast_inference
     assert backends.load_unsloth(script_args, training_args) == ("peft-model", "tokenizer", None)
     assert calls == [
-        ("from_pretrained", dict(model_name="Qwen/Qwen2.5-0.5B-Instruct", max_seq_length=1024, load_in_4bit=False,
-                                 fast_inference=True, max_lora_rank=32, gpu_memory_utilization=0.8)),
+        # use_exact_model_name: the model the user named, not Unsloth's unsloth/... copy of it.
+        ("from_pretrained", dict(model_name="Qwen/Qwen2.5-0.5B-Instruct", use_exact_model_name=True,
+                                 max_seq_length=1024, load_in_4bit=False, fast_inference=fast_inference,
+                                 max_lora_rank=32, gpu_memory_utilization=0.8)),
         ("get_peft_model", dict(model="model", r=32, lora_alpha=64, use_gradient_checkpointing="unsloth",
                                 random_state=1907, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                                    "gate_proj", "up_proj", "down_proj"])),
