@@ -6,6 +6,7 @@ prints it and exits with code 2. Nothing here imports torch at module level.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -183,16 +184,85 @@ def check_config(script_args, training_args, builds_model: bool = False) -> list
     return reward_funcs
 
 
+# What a run writes into output_dir as it trains: found there without a checkpoint, they belong to another run.
+RUN_FILES = ("metrics.jsonl", "completions")
+
+
 def find_checkpoint(script_args, training_args) -> str | None:
-    """The checkpoint to resume from, if --resume; refuses to silently train over existing checkpoints."""
+    """The checkpoint to resume from (--resume: the newest in output_dir; --resume_from_checkpoint PATH).
+
+    Never mixes two runs in one folder: an output_dir that holds checkpoints, or an earlier run's metrics.jsonl
+    or completions/ without one, is refused unless the run continues from there.
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
-    last = get_last_checkpoint(training_args.output_dir)
+    output_dir = Path(training_args.output_dir)
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    leftovers = [name for name in RUN_FILES if (output_dir / name).exists()]
+    explicit = training_args.resume_from_checkpoint
+    if explicit and script_args.resume:
+        raise ConfigError("--resume and --resume_from_checkpoint: give one (--resume takes the newest in output_dir)")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not (path / "trainer_state.json").is_file():
+            raise ConfigError(
+                f"--resume_from_checkpoint {explicit}: not a checkpoint folder (no trainer_state.json); "
+                f"--resume continues the newest checkpoint-* in --output_dir"
+            )
+        if (last is not None or leftovers) and path.resolve().parent != output_dir.resolve():
+            held = Path(last).name if last else " and ".join(leftovers)
+            raise ConfigError(
+                f"{output_dir} already holds {held} of another run: choose another --output_dir to continue "
+                f"{explicit} in"
+            )
+        return str(path)
     if script_args.resume and last is None:
-        raise ConfigError(f"--resume: no checkpoint-* folder in {training_args.output_dir}")
+        raise ConfigError(f"--resume: no checkpoint-* folder in {output_dir}")
     if not script_args.resume and last is not None:
         raise ConfigError(
-            f"{training_args.output_dir} already holds {Path(last).name}: pass --resume to continue it, "
-            "or choose another --output_dir"
+            f"{output_dir} already holds {Path(last).name}: pass --resume to continue it, or choose another --output_dir"
+        )
+    if last is None and leftovers:
+        raise ConfigError(
+            f"{output_dir} holds an earlier run's {' and '.join(leftovers)} but no checkpoint to continue: choose "
+            "another --output_dir, or delete them"
         )
     return last
+
+
+# --- checks that need the data ----------------------------------------------------------------------------
+
+
+def check_steps(num_problems: int, script_args, training_args) -> int:
+    """The optimizer steps the run will take, from the problem count; none at all is a ConfigError.
+
+    trl's sampler takes `generation_batch_size / num_generations` distinct problems per generation and drops an
+    incomplete last group, so fewer problems than that train nothing (or fail inside the Trainer).
+    """
+    args = training_args
+    processes = args.world_size
+    per_generation = args.generation_batch_size // args.num_generations
+    micro_steps = (num_problems // per_generation) * args.num_iterations * args.steps_per_generation
+    per_epoch = math.ceil(micro_steps / args.gradient_accumulation_steps)
+    if per_epoch == 0:
+        accumulation = (
+            f"gradient_accumulation_steps {args.gradient_accumulation_steps}"
+            if args.steps_per_generation == args.gradient_accumulation_steps
+            else f"steps_per_generation {args.steps_per_generation}"
+        )
+        source = f" (--max_samples {script_args.max_samples})" if script_args.max_samples else ""
+        raise ConfigError(
+            f"{num_problems} problems{source} are fewer than one training step takes: {per_generation} "
+            f"(per_device_train_batch_size {args.per_device_train_batch_size} x {processes} process(es) x "
+            f"{accumulation} = {args.generation_batch_size} completions / num_generations {args.num_generations}); "
+            "use more problems (--max_samples, --dataset_name) or fewer per step (--per_device_train_batch_size, "
+            "--gradient_accumulation_steps, --num_generations); --max_steps cannot help, each step needs "
+            f"{per_generation} different problems"
+        )
+    steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * per_epoch)
+    if steps < 1:
+        raise ConfigError(
+            f"no training step to run: max_steps {args.max_steps}, num_train_epochs {args.num_train_epochs} "
+            f"({per_epoch} steps per epoch); set --max_steps or --num_train_epochs above 0"
+        )
+    return steps

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,8 +38,15 @@ import data
 import options
 import rewards
 from backends import BACKENDS, BackendError, resolve_backend
-from checks import adapt_to_machine, check_config, check_device, check_unsloth_settings, find_checkpoint
-from options import ConfigError, exit_with, flag_on, given, read_layers
+from checks import (
+    adapt_to_machine,
+    check_config,
+    check_device,
+    check_steps,
+    check_unsloth_settings,
+    find_checkpoint,
+)
+from options import ConfigError, exit_with, flag_on, given, read_layers, spellings
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -112,6 +120,13 @@ class ScriptArguments:
     smoke: bool = field(default=False, metadata={"help": "Tiny random model on the shipped samples, CPU, offline."})
     resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
     save_merged: bool = field(default=False, metadata={"help": "Also write a merged 16-bit model to output_dir/merged."})
+    print_sample_every: int = field(
+        default=10,
+        metadata={
+            "help": "Print one question and a few of its completions (num_completions_to_print) every N logging "
+            "steps and at the first, 0: never. Every logged step's completions go to output_dir/completions/."
+        },
+    )
 
 
 def smoke_builds_model(script_args: ScriptArguments) -> bool:
@@ -173,7 +188,12 @@ def parse_args(argv: list[str]):
 
 def save_run_config(script_args: ScriptArguments, training_args, backend: str) -> None:
     """Write the resolved configuration next to the outputs."""
-    config = {"backend": backend, "script": asdict(script_args), "training": training_args.to_dict()}
+    config = {
+        "backend": backend,
+        "processes": training_args.world_size,
+        "script": asdict(script_args),
+        "training": training_args.to_dict(),
+    }
     Path(training_args.output_dir, "run_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
 
 
@@ -216,19 +236,24 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         )
     except data.DatasetError as error:
         fail(str(error))
+    try:
+        steps = check_steps(len(train_dataset), script_args, training_args)
+    except ConfigError as error:
+        fail(str(error))
     main_process_print(
         f"data: {len(train_dataset)} problems from {script_args.dataset_name}; "
-        f"rewards: {', '.join(script_args.reward_funcs)}"
+        f"rewards: {', '.join(script_args.reward_funcs)}; {steps} optimizer steps"
     )
 
     # Model and trainer.
     from trl import GRPOTrainer
 
     from backends import load_model
-    from callbacks import GracefulInterruptCallback, MetricsFileCallback, trim_metrics
+    from callbacks import CompletionsCallback, GracefulInterruptCallback, MetricsFileCallback, trim_metrics
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
     save_run_config(script_args, training_args, backend)
+    interrupt = GracefulInterruptCallback()
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -236,14 +261,25 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsFileCallback(training_args.output_dir), GracefulInterruptCallback(), *(extra_callbacks or [])],
+        callbacks=[MetricsFileCallback(training_args.output_dir, interrupt), interrupt, *(extra_callbacks or [])],
+    )
+    trainer.add_callback(
+        CompletionsCallback(
+            trainer, training_args.output_dir, script_args.print_sample_every, training_args.num_completions_to_print
+        )
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
     if resume_from:
-        trim_metrics(training_args.output_dir, int(Path(resume_from).name.split("-")[-1]))
+        state = json.loads((Path(resume_from) / "trainer_state.json").read_text())
+        trim_metrics(training_args.output_dir, state["global_step"])
         main_process_print(f"resuming from {resume_from}")
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except KeyboardInterrupt:
+        stop_interrupted(argv, training_args, trainer.state.global_step, saved=False)
+    if interrupt.interrupted:
+        stop_interrupted(argv, training_args, trainer.state.global_step, saved=True)
 
     # Save: the adapter and tokenizer at the top of output_dir, optionally a merged model.
     trainer.save_model(training_args.output_dir)
@@ -258,6 +294,31 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         + (" --smoke" if script_args.smoke else "")
         + f"\n       python plot.py {output_dir}"
     )
+
+
+def stop_interrupted(argv: list[str], training_args, step: int, saved: bool) -> None:
+    """After Ctrl-C: say where the run stopped and how to continue it; exit 130 (128 + SIGINT), as a shell does."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = training_args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    # The same command with --resume, which continues the newest checkpoint in output_dir.
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.split("=", 1)[0] in spellings("resume_from_checkpoint"):
+            skip = "=" not in arg
+        elif arg not in spellings("resume"):
+            kept.append(arg)
+    command = shlex.join(["python", "train.py", *kept, "--resume"])
+    where = (
+        f"checkpoint saved in {checkpoint}"
+        if saved and checkpoint
+        else (f"not saved; the last checkpoint is {checkpoint}" if checkpoint else "no checkpoint saved")
+    )
+    main_process_print(f"\ninterrupted at step {step}: {where}. To continue: {command}")
+    raise SystemExit(130)
 
 
 def save_merged_model(trainer, tokenizer, backend: str, path: Path) -> None:
@@ -275,4 +336,8 @@ def save_merged_model(trainer, tokenizer, backend: str, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before training started: nothing to save
+        print("\ntrain.py: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

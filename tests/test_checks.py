@@ -116,3 +116,56 @@ def test_overridden_settings_in_a_config_file_name_the_file(unsloth_machine, tmp
 def test_fast_inference_is_the_unsloth_backends_switch():
     with pytest.raises(ConfigError, match="is the unsloth backend's switch; on the hf backend --use_vllm"):
         train.parse_args(["--smoke", "--fast_inference", "false"])
+
+
+# --- the number of steps, known once the data is loaded ----------------------------------------------------
+
+
+def test_fewer_problems_than_one_step_takes_is_an_error():
+    script_args, training_args = parsed("--backend", "hf")  # the recipe: 32 problems per step
+    with pytest.raises(ConfigError) as error:
+        checks.check_steps(31, script_args, training_args)
+    message = str(error.value)
+    assert message.startswith("31 problems are fewer than one training step takes: 32 (per_device_train_batch_size 2 ")
+    assert "x 1 process(es) x gradient_accumulation_steps 32 = 64 completions / num_generations 2)" in message
+    assert "--max_samples" in message and "--max_steps cannot help" in message
+    assert checks.check_steps(32, script_args, training_args) == 1
+    assert checks.check_steps(7473, script_args, training_args) == 233  # GSM8K train: the blog's epoch
+
+
+def test_a_run_of_zero_steps_is_an_error():
+    with pytest.raises(ConfigError, match="no training step to run: max_steps -1, num_train_epochs 0.0"):
+        checks.check_steps(100, *parsed("--backend", "hf", "--num_train_epochs", "0"))
+    assert checks.check_steps(100, *parsed("--backend", "hf", "--num_train_epochs", "0", "--max_steps", "5")) == 5
+
+
+# --- the output folder: resume what is there, never mix two runs -------------------------------------------
+
+
+def make_checkpoint(folder, step: int):
+    checkpoint = folder / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+    return checkpoint
+
+
+def test_resume_from_checkpoint_is_honoured(tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "old", 2)
+    args = parsed("--smoke", "--output_dir", str(tmp_path / "new"), "--resume_from_checkpoint", str(checkpoint))
+    assert checks.find_checkpoint(*args) == str(checkpoint)
+    args = parsed("--smoke", "--output_dir", str(tmp_path / "new"), "--resume_from_checkpoint", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="not a checkpoint folder .*; --resume continues the newest checkpoint-"):
+        checks.find_checkpoint(*args)
+    with pytest.raises(ConfigError, match="give one"):
+        checks.find_checkpoint(*parsed("--smoke", "--resume", "--resume_from_checkpoint", str(checkpoint)))
+
+
+def test_an_earlier_runs_files_without_a_checkpoint_are_not_appended_to(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"loss": 1.0, "step": 1}\n')
+    (tmp_path / "completions").mkdir()
+    with pytest.raises(ConfigError, match="holds an earlier run's metrics.jsonl and completions but no checkpoint"):
+        checks.find_checkpoint(*parsed("--smoke", "--output_dir", str(tmp_path)))
+    (tmp_path / "metrics.jsonl").unlink()
+    (tmp_path / "completions").rmdir()
+    (tmp_path / "base-model").mkdir()  # --smoke's tiny model: not a run's output
+    assert checks.find_checkpoint(*parsed("--smoke", "--output_dir", str(tmp_path))) is None
