@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from backends import find_model
+from backends import ADAPTER_WEIGHTS, find_model, unreadable_weights
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from generation import (
     Completion,
@@ -211,6 +211,10 @@ class Plan:
     smoke_model_dir: Path | None  # built after the checks with --smoke
 
 
+# What peft needs to rebuild a LoRA adapter (and vLLM to size its slots).
+ADAPTER_CONFIG_KEYS = ("r", "target_modules")
+
+
 def read_checkpoint(path: str) -> dict[str, Any] | None:
     """The adapter_config.json of an adapter folder, None for a full model folder; anything else is an InputError."""
     folder = Path(path).expanduser()
@@ -218,10 +222,22 @@ def read_checkpoint(path: str) -> dict[str, Any] | None:
         raise InputError(f"--checkpoint {path}: no such folder")
     if (folder / "adapter_config.json").is_file():
         try:
-            return json.loads((folder / "adapter_config.json").read_text())
+            config = json.loads((folder / "adapter_config.json").read_text())
         except (OSError, ValueError) as error:
             raise InputError(f"--checkpoint {path}: adapter_config.json cannot be read ({error})") from error
+        if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+            raise InputError(f"--checkpoint {path}: adapter_config.json does not describe a LoRA adapter (peft_type LORA)")
+        missing = [key for key in ADAPTER_CONFIG_KEYS if not config.get(key)]
+        if missing:
+            raise InputError(f"--checkpoint {path}: adapter_config.json has no {', '.join(missing)}")
+        problem = unreadable_weights(folder, ADAPTER_WEIGHTS)
+        if problem:
+            raise InputError(f"--checkpoint {path}: {problem}")
+        return config
     if (folder / "config.json").is_file():
+        problem = unreadable_weights(folder)
+        if problem:
+            raise InputError(f"--checkpoint {path}: {problem}")
         return None
     raise InputError(
         f"--checkpoint {path}: holds neither a LoRA adapter (adapter_config.json) nor a model (config.json)"
@@ -301,6 +317,24 @@ def load_questions(plan: Plan, args: EvalArguments):
 
 # ---------------------------------------------------------------------------------------------------------
 # Results on disk: JSONL per model, summary.json, and the base model's cache
+
+
+# Batched greedy decoding of Qwen2.5-0.5B's shape in float32 on 2 CPU cores, batch 8 (docs/BENCHMARKS.md,
+# "Evaluation throughput"): what a CPU evaluation of the real model costs, for the warning below.
+CPU_TOKENS_PER_SECOND = 21.8
+CPU_WARNING_COMPLETIONS = 300
+
+
+def cpu_time_warning(completions: int, max_new_tokens: int) -> str | None:
+    """A warning with the time to expect when more than a few hundred completions are to be generated on the CPU."""
+    if completions <= CPU_WARNING_COMPLETIONS:
+        return None
+    hours = completions * max_new_tokens / CPU_TOKENS_PER_SECOND / 3600
+    return (
+        f"warning: {completions} completions on the CPU, up to {max_new_tokens} tokens each: at the "
+        f"~{CPU_TOKENS_PER_SECOND:g} tokens/s measured for a 0.5B model (float32, batch 8, 2 cores) that is up to "
+        f"{hours:.1f} hours. A CUDA GPU takes minutes; --limit N scores only the first N problems."
+    )
 
 
 def log(message: str) -> None:
@@ -436,6 +470,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"base: reusing {len(cached)} cached completions from {folder / 'base.jsonl'}")
             results["base"] = cached
             break
+    pending = (0 if "base" in results else len(questions)) + (len(questions) if plan.tuned is not None else 0)
+    warning = None if on_cuda or args.smoke else cpu_time_warning(pending, plan.max_new_tokens)
+    if warning:
+        log(warning)
     if "base" not in results:
         (plan.output_dir / "base.cache.json").unlink(missing_ok=True)  # stale until the new results are written
         results["base"] = run(plan.base)

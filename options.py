@@ -79,6 +79,7 @@ class Layers:
     config: dict[str, Any]
     cli: list[str]
     origin: dict[str, str] = field(default_factory=dict)  # option -> "recipe.yaml", "--smoke", "my.yaml", "a note"
+    config_file: str | None = None  # the user's --config file, as written
 
     def set(self, name: str, value: Any, why: str) -> None:
         """Change a default (e.g. switch off what the machine cannot run), remembering why."""
@@ -95,13 +96,17 @@ class Layers:
             return self.origin[name]
         return "default"
 
+    def from_user(self, name: str) -> bool:
+        """True when the user chose `name`'s value: a flag or a key of their --config file (not the recipe, a preset)."""
+        return given(self.cli, name) or (self.config_file is not None and self.origin.get(name) == self.config_file)
+
 
 def read_layers(argv: list[str], recipe: Path, presets: dict[str, dict[str, Any]] | None = None) -> Layers:
     """Merge the recipe, any preset switched on (`--smoke`), and the --config file into one set of defaults."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
     known, cli = pre.parse_known_args(argv)
-    layers = Layers({}, cli)
+    layers = Layers({}, cli, config_file=known.config)
 
     def merge(values: dict[str, Any], source: str) -> None:
         for key, value in values.items():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,9 +37,17 @@ from typing import Any
 import data
 import options
 import rewards
-from backends import BACKENDS, BackendError, bf16_supported, cuda_available, find_model, is_installed, resolve_backend
-from heldout import grpo_trainer_class, split_holdout, with_scorers
-from options import ConfigError, Layers, exit_with, flag_on, given, read_layers
+from backends import BACKENDS, BackendError, resolve_backend
+from checks import (
+    adapt_to_machine,
+    check_config,
+    check_device,
+    check_steps,
+    check_unsloth_settings,
+    find_checkpoint,
+)
+from heldout import hold_out, with_scorers
+from options import ConfigError, exit_with, flag_on, given, read_layers, spellings
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -62,7 +71,7 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(
     use_vllm=False,
     gradient_checkpointing=False,
     eval_holdout=4,  # of the 16 sample problems
-    per_device_eval_batch_size=4,
+    per_device_eval_batch_size=2,  # 2 batches on one process, 1 on each of 2
     eval_steps=2,
 )
 
@@ -83,6 +92,13 @@ class ScriptArguments:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "Module names that get LoRA adapters."},
+    )
+    fast_inference: bool = field(
+        default=True,
+        metadata={
+            "help": "unsloth backend: generate with Unsloth's in-process vLLM engine (true), or with Unsloth's own "
+            "generate (false: no vllm needed, slower). Off by itself when vllm is not installed."
+        },
     )
     gpu_memory_utilization: float = field(
         default=0.8,
@@ -115,6 +131,18 @@ class ScriptArguments:
             "(metrics eval/strict, ...). 0 = no held-out evaluation."
         },
     )
+    print_sample_every: int = field(
+        default=10,
+        metadata={
+            "help": "Print one question and a few of its completions (num_completions_to_print) every N logging "
+            "steps and at the first, 0: never. Every logged step's completions go to output_dir/completions/."
+        },
+    )
+
+
+def smoke_builds_model(script_args: ScriptArguments) -> bool:
+    """--smoke without a model of the user's: the run builds its tiny random model in output_dir."""
+    return script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
 
 
 def fail(message: str) -> None:
@@ -144,24 +172,6 @@ COMMON_TRAINER_OPTIONS = (
 )
 
 
-def adapt_to_machine(layers: Layers, backend: str, use_cpu: bool) -> list[str]:
-    """Turn off recipe settings this machine cannot run (unless given on the command line); returns notes."""
-    notes = []
-    config, cli = layers.config, layers.cli
-    on_gpu = cuda_available() and not use_cpu
-    if config.get("bf16") and not (on_gpu and bf16_supported()) and not given(cli, "bf16"):
-        notes.append("bf16 off: no bf16-capable GPU in use, training in float32")
-        layers.set("bf16", False, notes[-1])
-    if "8bit" in str(config.get("optim", "")) and not (on_gpu and is_installed("bitsandbytes")) and not given(cli, "optim"):
-        notes.append(f"optim {config['optim']} needs bitsandbytes on a GPU: using adamw_torch")
-        layers.set("optim", "adamw_torch", notes[-1])
-    vllm_possible = on_gpu and is_installed("vllm")
-    if config.get("use_vllm") and backend == "hf" and not vllm_possible and not given(cli, "use_vllm"):
-        notes.append("use_vllm off: vLLM needs a CUDA GPU and the vllm package; generating with transformers")
-        layers.set("use_vllm", False, notes[-1])
-    return notes
-
-
 def parse_args(argv: list[str]):
     """Parse (ScriptArguments, GRPOConfig, backend, notes), importing unsloth first when it is the backend."""
     layers = read_layers(argv, RECIPE, presets={"smoke": SMOKE_OVERRIDES})
@@ -188,103 +198,19 @@ def parse_args(argv: list[str]):
         curated=COMMON_TRAINER_OPTIONS,
         epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
     )
+    check_unsloth_settings(layers, backend, script_args.fast_inference, training_args)
     return script_args, training_args, backend, notes
-
-
-# --- checks that need no model ---------------------------------------------------------------------------
-
-
-def check_config(script_args: ScriptArguments, training_args) -> list:
-    """Everything that can be wrong before a model loads (raises ConfigError); returns the reward functions."""
-    reward_funcs = rewards.get_reward_funcs(script_args.reward_funcs)  # bad names: ValueError
-    if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
-        raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
-    smoke_builds_model = script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
-    problem = None if smoke_builds_model else find_model(script_args.model_name_or_path)
-    if problem:
-        raise ConfigError(
-            f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path with a local "
-            "folder (config.json, weights, tokenizer) or a hub name"
-        )
-    weights = training_args.reward_weights
-    if weights is not None and len(weights) != len(script_args.reward_funcs):
-        raise ConfigError(f"{len(weights)} reward_weights for {len(script_args.reward_funcs)} reward_funcs")
-    if script_args.max_prompt_length < 1 or training_args.max_completion_length < 1:
-        raise ConfigError("max_prompt_length and max_completion_length must be positive")
-    total = script_args.max_prompt_length + training_args.max_completion_length
-    if total > script_args.max_seq_length:
-        raise ConfigError(
-            f"max_prompt_length + max_completion_length = {total} exceeds max_seq_length {script_args.max_seq_length}"
-        )
-    if not 0 < script_args.gpu_memory_utilization <= 1:
-        raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {script_args.gpu_memory_utilization}")
-    if script_args.max_samples is not None and script_args.max_samples < 1:
-        raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
-    check_heldout_settings(script_args, training_args)
-    output_dir = Path(training_args.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
-    return reward_funcs
-
-
-def check_heldout_settings(script_args: ScriptArguments, training_args) -> None:
-    """Held-out evaluation runs when eval_holdout > 0 (trl's eval loop then needs eval_strategy); 0 turns it off."""
-    from transformers.trainer_utils import IntervalStrategy
-
-    if script_args.eval_holdout < 0:
-        raise ConfigError(f"eval_holdout must be 0 (off) or a number of problems, got {script_args.eval_holdout}")
-    if script_args.eval_holdout == 0:
-        training_args.eval_strategy, training_args.do_eval = IntervalStrategy.NO, False
-        training_args.eval_on_start = False
-    elif training_args.eval_strategy == IntervalStrategy.NO:
-        raise ConfigError("eval_strategy 'no' with eval_holdout > 0: pass --eval_holdout 0 to train without evaluation")
-
-
-def find_checkpoint(script_args: ScriptArguments, training_args) -> str | None:
-    """The checkpoint to resume from, if --resume; refuses to silently train over existing checkpoints."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(training_args.output_dir)
-    if script_args.resume and last is None:
-        raise ConfigError(f"--resume: no checkpoint-* folder in {training_args.output_dir}")
-    if not script_args.resume and last is not None:
-        raise ConfigError(
-            f"{training_args.output_dir} already holds {Path(last).name}: pass --resume to continue it, "
-            "or choose another --output_dir"
-        )
-    return last
 
 
 def save_run_config(script_args: ScriptArguments, training_args, backend: str) -> None:
     """Write the resolved configuration next to the outputs."""
-    config = {"backend": backend, "script": asdict(script_args), "training": training_args.to_dict()}
+    config = {
+        "backend": backend,
+        "processes": training_args.world_size,
+        "script": asdict(script_args),
+        "training": training_args.to_dict(),
+    }
     Path(training_args.output_dir, "run_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-
-
-def hold_out(dataset, script_args: ScriptArguments, training_args) -> tuple[Any, Any, str]:
-    """(training problems, held-out problems, a note): a whole number of evaluation batches is kept aside.
-
-    trl averages its evaluation metrics batch by batch, so a smaller last batch would weigh its problems more.
-    """
-    batch = training_args.per_device_eval_batch_size * max(training_args.world_size, 1)
-    size = script_args.eval_holdout - script_args.eval_holdout % batch
-    if size == 0:
-        fail(f"eval_holdout {script_args.eval_holdout} is smaller than one evaluation batch ({batch}: "
-             "per_device_eval_batch_size x processes); raise --eval_holdout or lower --per_device_eval_batch_size")  # fmt: skip
-    try:
-        train_part, heldout = split_holdout(dataset, size, training_args.seed)
-    except ValueError as error:
-        fail(f"{error}; lower --eval_holdout (0 = off)")
-    rounded = f" (eval_holdout {script_args.eval_holdout} rounded down to whole batches of {batch})" if size != script_args.eval_holdout else ""
-    every = f"every {training_args.eval_steps} steps" if training_args.eval_steps else "during training"
-    note = (f"held-out: {size} training problems set aside{rounded}, scored {every} at temperature "
-            f"{training_args.temperature:g} (metrics eval/strict, ...)")  # fmt: skip
-    return train_part, heldout, note
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -295,7 +221,8 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         script_args, training_args, backend, notes = parse_args(argv)
-        reward_funcs = check_config(script_args, training_args)
+        check_device(script_args, training_args)  # first: the hub lookups of the model check can take a while
+        reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)
     except (ConfigError, BackendError, ValueError) as error:
         fail(str(error))
@@ -305,7 +232,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     # Data (and the tokenizer that measures prompts) before the model: a bad dataset fails in seconds.
     from transformers import AutoTokenizer
 
-    if script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path:
+    if smoke_builds_model(script_args):
         from smoke import build_tiny_model
 
         script_args.model_name_or_path = str(build_tiny_model(Path(training_args.output_dir).resolve() / "base-model"))
@@ -318,7 +245,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
             split=script_args.dataset_train_split,
             dataset_name=script_args.dataset_name,
             config=script_args.dataset_config,
-            limit=script_args.max_samples,
+            limit=None if script_args.eval_holdout else script_args.max_samples,  # held-out problems come first
             seed=training_args.seed,
             max_prompt_tokens=script_args.max_prompt_length,
             tokenizer=tokenizer,
@@ -327,30 +254,44 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         fail(str(error))
     heldout = None
     if script_args.eval_holdout:
-        train_dataset, heldout, note = hold_out(train_dataset, script_args, training_args)
+        try:
+            train_dataset, heldout, note = hold_out(
+                train_dataset, script_args.eval_holdout, training_args, limit=script_args.max_samples
+            )
+        except ValueError as error:
+            fail(str(error))
         reward_funcs, training_args.reward_weights = with_scorers(reward_funcs, training_args.reward_weights)
         main_process_print(note)
         if is_main_process():
             heldout.select_columns(["question", "answer"]).to_json(Path(training_args.output_dir) / "heldout.jsonl")
+    try:
+        steps = check_steps(len(train_dataset), script_args, training_args)
+    except ConfigError as error:
+        fail(str(error))
     main_process_print(
         f"data: {len(train_dataset)} problems from {script_args.dataset_name}; "
-        f"rewards: {', '.join(script_args.reward_funcs)}"
+        f"rewards: {', '.join(script_args.reward_funcs)}; {steps} optimizer steps"
     )
 
     # Model and trainer.
     from trl import GRPOTrainer
 
     from backends import load_model
-    from callbacks import GracefulInterruptCallback, HeldOutAccuracyCallback, MetricsFileCallback, trim_metrics
+    from callbacks import (
+        CompletionsCallback,
+        GracefulInterruptCallback,
+        HeldOutAccuracyCallback,
+        MetricsFileCallback,
+        trim_metrics,
+    )
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
     save_run_config(script_args, training_args, backend)
+    interrupt = GracefulInterruptCallback()
     eval_temperature = training_args.temperature if heldout is not None else None
-    callbacks = [MetricsFileCallback(training_args.output_dir, eval_temperature), GracefulInterruptCallback()]
-    if heldout is not None:
-        callbacks.append(HeldOutAccuracyCallback(len(heldout), training_args.temperature))
-    trainer_class = grpo_trainer_class() if heldout is not None else GRPOTrainer
-    trainer = trainer_class(
+    callbacks = [MetricsFileCallback(training_args.output_dir, interrupt, eval_temperature), interrupt]
+    heldout_progress = HeldOutAccuracyCallback(len(heldout), training_args.temperature) if heldout is not None else None
+    trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -358,15 +299,26 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         eval_dataset=heldout,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[*callbacks, *(extra_callbacks or [])],
+        callbacks=[*callbacks, *([heldout_progress] if heldout_progress else []), *(extra_callbacks or [])],
+    )
+    trainer.add_callback(
+        CompletionsCallback(
+            trainer, training_args.output_dir, script_args.print_sample_every, training_args.num_completions_to_print
+        )
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
     if resume_from:
-        trim_metrics(training_args.output_dir, int(Path(resume_from).name.split("-")[-1]))
+        state = json.loads((Path(resume_from) / "trainer_state.json").read_text())
+        trim_metrics(training_args.output_dir, state["global_step"])
         main_process_print(f"resuming from {resume_from}")
-    trainer.train(resume_from_checkpoint=resume_from)
-    if heldout is not None and callbacks[-1].last_step != trainer.state.global_step:
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except KeyboardInterrupt:
+        stop_interrupted(argv, training_args, trainer.state.global_step, saved=False)
+    if interrupt.interrupted:
+        stop_interrupted(argv, training_args, trainer.state.global_step, saved=True)
+    if heldout_progress is not None and heldout_progress.last_step != trainer.state.global_step:
         trainer.evaluate()  # the curve ends where training does
 
     # Save: the adapter and tokenizer at the top of output_dir, optionally a merged model.
@@ -384,6 +336,31 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     )
 
 
+def stop_interrupted(argv: list[str], training_args, step: int, saved: bool, prog: str = "train.py") -> None:
+    """After Ctrl-C: say where the run stopped and how to continue it; exit 130 (128 + SIGINT), as a shell does."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output_dir = training_args.output_dir
+    checkpoint = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    # The same command with --resume, which continues the newest checkpoint in output_dir.
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.split("=", 1)[0] in spellings("resume_from_checkpoint"):
+            skip = "=" not in arg
+        elif arg not in spellings("resume"):
+            kept.append(arg)
+    command = shlex.join(["python", prog, *kept, "--resume"])
+    where = (
+        f"checkpoint saved in {checkpoint}"
+        if saved and checkpoint
+        else (f"not saved; the last checkpoint is {checkpoint}" if checkpoint else "no checkpoint saved")
+    )
+    main_process_print(f"\ninterrupted at step {step}: {where}. To continue: {command}")
+    raise SystemExit(130)
+
+
 def save_merged_model(trainer, tokenizer, backend: str, path: Path) -> None:
     """Write the base weights with the LoRA update folded in, in 16 bit, loadable without peft."""
     import torch
@@ -399,4 +376,8 @@ def save_merged_model(trainer, tokenizer, backend: str, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before training started: nothing to save
+        print("\ntrain.py: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -455,6 +455,7 @@ def train_argv(args: BenchArguments, model_dir: Path, output_dir: Path, prompts_
         "--max_completion_length", str(args.max_new_tokens),
         "--max_seq_length", str(max(1024, 512 + args.max_new_tokens)),
         "--report_to", "none",
+        "--eval_holdout", "0",  # training steps only; the held-out evaluation is timed apart
     ]  # fmt: skip
     if args.toy:
         argv += ["--gradient_accumulation_steps", str(TOY_GRADIENT_ACCUMULATION)]
@@ -468,8 +469,9 @@ def run_train(args: BenchArguments, model_dir: Path, device: dict[str, Any], inf
     """train.main in-process for --train_steps steps; seconds per step, split into generation and the rest."""
     import train
     from data import load_raw_split
+    from options import read_layers
 
-    config, _ = train.layered_defaults([])
+    config = read_layers([], train.RECIPE).config
     per_step = config["per_device_train_batch_size"] // config["num_generations"]
     prompts_per_step = per_step * (TOY_GRADIENT_ACCUMULATION if args.toy else config["gradient_accumulation_steps"])
     available = len(load_raw_split(args.dataset_name, "train"))
@@ -483,7 +485,9 @@ def run_train(args: BenchArguments, model_dir: Path, device: dict[str, Any], inf
         output_dir = Path(tmp) / "run"
         reset_peak_memory()
         with contextlib.redirect_stdout(sys.stderr):  # train.py's log to stderr: stdout holds the figures
-            train.main(train_argv(args, model_dir, output_dir, prompts_per_step), extra_callbacks=[timer])
+            argv = train_argv(args, model_dir, output_dir, prompts_per_step)
+            # On the CPU (toy run) train.py must be told: it refuses to start the real run there by accident.
+            train.main(argv + ([] if device["cuda"] else ["--use_cpu"]), extra_callbacks=[timer])
         memory = peak_memory()
         run_config = json.loads((output_dir / "run_config.json").read_text())["training"]
         logs = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]

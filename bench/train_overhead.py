@@ -170,6 +170,7 @@ def worker(args: argparse.Namespace) -> None:
             "max_completion_length": args.max_completion_length,
             "save_steps": 100_000,
             "logging_steps": 1,
+            "eval_holdout": 0,  # the bare trainer has no held-out evaluation to compare with
         }
         argv = ["--smoke", *(item for name, value in flags.items() for item in (f"--{name}", str(value)))]
         argv += shlex.split(args.train_args)
