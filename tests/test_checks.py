@@ -169,3 +169,16 @@ def test_an_earlier_runs_files_without_a_checkpoint_are_not_appended_to(tmp_path
     (tmp_path / "completions").rmdir()
     (tmp_path / "base-model").mkdir()  # --smoke's tiny model: not a run's output
     assert checks.find_checkpoint(*parsed("--smoke", "--output_dir", str(tmp_path))) is None
+
+
+def test_a_smoke_run_in_its_own_folder_starts_it_afresh(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    old = make_checkpoint(tmp_path / "outputs" / "smoke", 4)
+    train.clear_smoke_folder(*parsed("--smoke", "--resume"))  # continuing it: kept
+    assert old.is_dir()
+    mine = make_checkpoint(tmp_path / "mine", 4)
+    train.clear_smoke_folder(*parsed("--smoke", "--output_dir", str(tmp_path / "mine")))  # the user's folder: kept
+    assert mine.is_dir()
+    train.clear_smoke_folder(*parsed("--smoke"))
+    assert not (tmp_path / "outputs" / "smoke").exists()
+    assert checks.find_checkpoint(*parsed("--smoke")) is None
