@@ -182,3 +182,8 @@ def test_a_smoke_run_in_its_own_folder_starts_it_afresh(tmp_path, monkeypatch):
     train.clear_smoke_folder(*parsed("--smoke"))
     assert not (tmp_path / "outputs" / "smoke").exists()
     assert checks.find_checkpoint(*parsed("--smoke")) is None
+
+
+def test_no_fast_inference_is_fast_inference_false(unsloth_machine):
+    script_args, training_args, _, _ = train.parse_args(["--no_fast_inference"])
+    assert script_args.fast_inference is False and training_args.use_vllm is False
