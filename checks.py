@@ -251,9 +251,9 @@ def check_steps(num_problems: int, script_args, training_args) -> int:
             else f"steps_per_generation {args.steps_per_generation}"
         )
         source = f" (--max_samples {script_args.max_samples})" if script_args.max_samples else ""
+        problems = f"{num_problems} problem{'' if num_problems == 1 else 's'}{source}"
         raise ConfigError(
-            f"{num_problems} problems{source} are fewer than one training step takes: {per_generation} "
-            f"(per_device_train_batch_size {args.per_device_train_batch_size} x {processes} process(es) x "
+            f"{problems}: fewer than one training step takes, {per_generation} (per_device_train_batch_size {args.per_device_train_batch_size} x {processes} process(es) x "
             f"{accumulation} = {args.generation_batch_size} completions / num_generations {args.num_generations}); "
             "use more problems (--max_samples, --dataset_name) or fewer per step (--per_device_train_batch_size, "
             "--gradient_accumulation_steps, --num_generations); --max_steps cannot help, each step needs "

@@ -126,7 +126,7 @@ def test_fewer_problems_than_one_step_takes_is_an_error():
     with pytest.raises(ConfigError) as error:
         checks.check_steps(31, script_args, training_args)
     message = str(error.value)
-    assert message.startswith("31 problems are fewer than one training step takes: 32 (per_device_train_batch_size 2 ")
+    assert message.startswith("31 problems: fewer than one training step takes, 32 (per_device_train_batch_size 2 ")
     assert "x 1 process(es) x gradient_accumulation_steps 32 = 64 completions / num_generations 2)" in message
     assert "--max_samples" in message and "--max_steps cannot help" in message
     assert checks.check_steps(32, script_args, training_args) == 1
