@@ -467,9 +467,8 @@ def fake_vllm(monkeypatch):
 
 
 def test_vllm_backend_makes_one_engine_and_one_chat_call_per_model(fake_vllm, tiny_model, tmp_path):
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()  # rank 12: vLLM only takes 1, 8, 16, 32, ... as max_lora_rank
-    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model), "r": 12}))
+    # rank 12: vLLM only takes 1, 8, 16, 32, ... as max_lora_rank
+    adapter = write_adapter(tmp_path / "adapter", str(tiny_model), r=12)
     summary = main(
         [
             "--backend",
