@@ -226,7 +226,7 @@ def read_checkpoint(path: str) -> dict[str, Any] | None:
         except (OSError, ValueError) as error:
             raise InputError(f"--checkpoint {path}: adapter_config.json cannot be read ({error})") from error
         if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-            raise InputError(f"--checkpoint {path}: adapter_config.json does not describe a LoRA adapter (peft_type LORA)")
+            raise InputError(f"--checkpoint {path}: adapter_config.json does not describe a LoRA adapter (peft_type)")
         missing = [key for key in ADAPTER_CONFIG_KEYS if not config.get(key)]
         if missing:
             raise InputError(f"--checkpoint {path}: adapter_config.json has no {', '.join(missing)}")
@@ -339,8 +339,8 @@ def cpu_time_warning(completions: int, max_new_tokens: int, parameters: int | No
     if completions <= CPU_WARNING_COMPLETIONS or seconds < CPU_WARNING_MINUTES * 60:
         return None
     return (
-        f"warning: {completions} completions on the CPU, up to {max_new_tokens} tokens each: at ~{tokens_per_second:.3g} "
-        f"tokens/s for a {size / 1e9:.2g}B-parameter model (measured: {CPU_TOKENS_PER_SECOND:g} tokens/s for 0.5B, "
+        f"warning: {completions} completions on the CPU, up to {max_new_tokens} tokens each: at "
+        f"~{tokens_per_second:.3g} tokens/s for a {size / 1e9:.2g}B-parameter model (measured: {CPU_TOKENS_PER_SECOND:g} tokens/s for 0.5B, "
         f"float32, batch 8, 2 cores) that is up to {seconds / 3600:.1f} hours. A CUDA GPU takes minutes; "
         "--limit N scores only the first N problems."
     )

@@ -87,16 +87,19 @@ def test_fast_inference_false_turns_vllm_off(unsloth_machine):
     script_args, training_args, _, _ = train.parse_args(["--fast_inference", "false"])
     assert script_args.fast_inference is False and training_args.use_vllm is False
     # Without Unsloth's engine, trl's own vLLM settings are read again.
-    _, training_args, _, _ = train.parse_args(["--fast_inference", "false", "--use_vllm", "--vllm_gpu_memory_utilization", "0.4"])
+    argv = ["--fast_inference", "false", "--use_vllm", "--vllm_gpu_memory_utilization", "0.4"]
+    _, training_args, _, _ = train.parse_args(argv)
     assert training_args.use_vllm is True and training_args.vllm_gpu_memory_utilization == 0.4
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--vllm_gpu_memory_utilization", "0.5"], "vllm_gpu_memory_utilization 0.5 (--vllm_gpu_memory_utilization on the command line) is not used by Unsloth's vLLM engine: it is sized by --gpu_memory_utilization"),
+        (["--vllm_gpu_memory_utilization", "0.5"], "vllm_gpu_memory_utilization 0.5 (--vllm_gpu_memory_utilization on "
+         "the command line) is not used by Unsloth's vLLM engine: it is sized by --gpu_memory_utilization"),
         (["--vllm_max_model_length", "2048"], "it is sized by --max_seq_length"),
-        (["--use_vllm", "false"], "use_vllm False (--use_vllm on the command line): Unsloth generates with its vLLM engine whenever the model has one; --fast_inference false loads the model without it"),
+        (["--use_vllm", "false"], "use_vllm False (--use_vllm on the command line): Unsloth generates with its vLLM "
+         "engine whenever the model has one; --fast_inference false loads the model without it"),
         (["--vllm_mode", "server"], "for trl's vLLM server pass --fast_inference false"),
     ],
 )
