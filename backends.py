@@ -48,8 +48,26 @@ def is_installed(package: str) -> bool:
 
 
 # Weight files in the order transformers / peft look for them; a sharded model has an index naming its shards.
-MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+MODEL_WEIGHTS = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)  # fmt: skip
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _weight_files(folder: Path, names: tuple[str, ...]) -> list[Path] | str:
+    """The weight files of `folder` (the shards an index names), or why there are none."""
+    import json
+
+    found = next((folder / name for name in names if (folder / name).is_file()), None)
+    if found is None:
+        return f"no weights: none of {', '.join(names)}"
+    if not found.name.endswith(".index.json"):
+        return [found]
+    try:
+        shards = sorted(set(json.loads(found.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        return f"{found.name} cannot be read ({type(error).__name__})"
+    return [folder / shard for shard in shards]
 
 
 def unreadable_weights(folder: str | Path, names: tuple[str, ...] = MODEL_WEIGHTS) -> str | None:
@@ -59,22 +77,11 @@ def unreadable_weights(folder: str | Path, names: tuple[str, ...] = MODEL_WEIGHT
     milliseconds and imports no torch: a file cut short by a full disk or an interrupted copy is found here
     instead of after minutes of generation.
     """
-    import json
-
     from safetensors import SafetensorError, safe_open
 
-    folder = Path(folder).expanduser()
-    found = next((folder / name for name in names if (folder / name).is_file()), None)
-    if found is None:
-        return f"no weights: none of {', '.join(names)}"
-    if found.name.endswith(".index.json"):
-        try:
-            shards = sorted(set(json.loads(found.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as error:
-            return f"{found.name} cannot be read ({type(error).__name__})"
-        files = [folder / shard for shard in shards]
-    else:
-        files = [found]
+    files = _weight_files(Path(folder).expanduser(), names)
+    if isinstance(files, str):
+        return files
     for file in files:
         if not file.is_file():
             return f"{file.name} is missing"
@@ -87,6 +94,30 @@ def unreadable_weights(folder: str | Path, names: tuple[str, ...] = MODEL_WEIGHT
             except (SafetensorError, OSError) as error:
                 return f"{file.name} is truncated or corrupt ({str(error).splitlines()[0]})"
     return None
+
+
+def count_parameters(name: str) -> int | None:
+    """Parameters in a model's safetensors weights (a local folder or the local hub cache); None when unknown."""
+    import math
+
+    from safetensors import safe_open
+
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(name, local_files_only=True))
+        except Exception:  # noqa: BLE001 -- not cached (or not a repo id): unknown, not an error
+            return None
+    files = _weight_files(folder, ("model.safetensors", "model.safetensors.index.json"))
+    if isinstance(files, str) or unreadable_weights(folder):
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="np") as weights:
+            total += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+    return total
 
 
 def find_model(name: str) -> str | None:

@@ -44,7 +44,8 @@ def missing_gpu_reason(torch_version: str, torch_cuda: str | None, driver: str |
     if visible is not None and visible.strip() in ("", "-1"):
         return f"no CUDA GPU: CUDA_VISIBLE_DEVICES={visible!r} hides every GPU (unset it); {CPU_ANYWAY}"
     needed = MIN_DRIVER_FOR_CUDA.get(int(torch_cuda.split(".")[0]))
-    build = f"torch {torch_version} is built for CUDA {torch_cuda}" + (f", which needs NVIDIA driver R{needed} or newer" if needed else "")
+    build = f"torch {torch_version} is built for CUDA {torch_cuda}"
+    build += f", which needs NVIDIA driver R{needed} or newer" if needed else ""
     if driver is None:
         return f"no CUDA GPU: {build}, and no NVIDIA driver is loaded (`nvidia-smi` should list your GPU); {CPU_ANYWAY}"
     if needed and int(driver.split(".")[0]) < needed:
@@ -52,7 +53,10 @@ def missing_gpu_reason(torch_version: str, torch_cuda: str | None, driver: str |
             f"no CUDA GPU: {build}, and this machine runs driver {driver} (too old; `nvidia-smi` shows it): update "
             f"the driver (README: 'older NVIDIA drivers'); {CPU_ANYWAY}"
         )
-    return f"no CUDA GPU: {build}; driver {driver} is loaded but torch finds no usable GPU (check `nvidia-smi`); {CPU_ANYWAY}"
+    return (
+        f"no CUDA GPU: {build}; driver {driver} is loaded but torch finds no usable GPU (check `nvidia-smi`); "
+        f"{CPU_ANYWAY}"
+    )
 
 
 def check_device(script_args, training_args) -> None:
@@ -91,7 +95,9 @@ def adapt_to_machine(layers: Layers, backend: str, use_cpu: bool) -> list[str]:
 def _unsloth_generation(layers: Layers) -> list[str]:
     """Unsloth generates with its in-process vLLM engine (fast_inference) or, without vllm, with its own generate."""
     notes = []
-    fast = flag_on(layers.cli, "fast_inference") if given(layers.cli, "fast_inference") else layers.config.get("fast_inference", True)
+    fast = layers.config.get("fast_inference", True)
+    if given(layers.cli, "fast_inference"):
+        fast = flag_on(layers.cli, "fast_inference")
     if fast and not is_installed("vllm") and not layers.from_user("fast_inference"):
         notes.append("fast_inference off: vllm is not installed, so Unsloth generates without it (slower)")
         layers.set("fast_inference", False, notes[-1])
@@ -265,10 +271,10 @@ def check_steps(num_problems: int, script_args, training_args) -> int:
             else f"steps_per_generation {args.steps_per_generation}"
         )
         source = f" (--max_samples {script_args.max_samples})" if script_args.max_samples else ""
+        problems = f"{num_problems} problem{'' if num_problems == 1 else 's'}{source}"
         raise ConfigError(
-            f"{num_problems} problems{source} are fewer than one training step takes: {per_generation} "
-            f"(per_device_train_batch_size {args.per_device_train_batch_size} x {processes} process(es) x "
-            f"{accumulation} = {args.generation_batch_size} completions / num_generations {args.num_generations}); "
+            f"{problems}: fewer than one training step takes, {per_generation} (per_device_train_batch_size "
+            f"{args.per_device_train_batch_size} x {processes} process(es) x {accumulation} = {args.generation_batch_size} completions / num_generations {args.num_generations}); "
             "use more problems (--max_samples, --dataset_name) or fewer per step (--per_device_train_batch_size, "
             "--gradient_accumulation_steps, --num_generations); --max_steps cannot help, each step needs "
             f"{per_generation} different problems"

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from backends import ADAPTER_WEIGHTS, find_model, unreadable_weights
+from backends import ADAPTER_WEIGHTS, count_parameters, find_model, unreadable_weights
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from generation import (
     Completion,
@@ -226,7 +226,7 @@ def read_checkpoint(path: str) -> dict[str, Any] | None:
         except (OSError, ValueError) as error:
             raise InputError(f"--checkpoint {path}: adapter_config.json cannot be read ({error})") from error
         if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-            raise InputError(f"--checkpoint {path}: adapter_config.json does not describe a LoRA adapter (peft_type LORA)")
+            raise InputError(f"--checkpoint {path}: adapter_config.json does not describe a LoRA adapter (peft_type)")
         missing = [key for key in ADAPTER_CONFIG_KEYS if not config.get(key)]
         if missing:
             raise InputError(f"--checkpoint {path}: adapter_config.json has no {', '.join(missing)}")
@@ -319,21 +319,30 @@ def load_questions(plan: Plan, args: EvalArguments):
 # Results on disk: JSONL per model, summary.json, and the base model's cache
 
 
-# Batched greedy decoding of Qwen2.5-0.5B's shape in float32 on 2 CPU cores, batch 8 (docs/BENCHMARKS.md,
-# "Evaluation throughput"): what a CPU evaluation of the real model costs, for the warning below.
+# Batched greedy decoding of Qwen2.5-0.5B's shape (494M parameters) in float32 on 2 CPU cores, batch 8
+# (docs/BENCHMARKS.md, "Evaluation throughput"): what a CPU evaluation of the real model costs. Decoding reads
+# every weight once per token, so another model's speed is taken as inversely proportional to its size.
 CPU_TOKENS_PER_SECOND = 21.8
+CPU_REFERENCE_PARAMETERS = 494_032_768
 CPU_WARNING_COMPLETIONS = 300
+CPU_WARNING_MINUTES = 10
 
 
-def cpu_time_warning(completions: int, max_new_tokens: int) -> str | None:
-    """A warning with the time to expect when more than a few hundred completions are to be generated on the CPU."""
-    if completions <= CPU_WARNING_COMPLETIONS:
+def cpu_time_warning(completions: int, max_new_tokens: int, parameters: int | None = None) -> str | None:
+    """A warning with the time to expect when more than a few hundred completions are to be generated on the CPU.
+
+    `parameters`: the model's size, when known (else that of Qwen2.5-0.5B). None: nothing worth a warning.
+    """
+    size = parameters or CPU_REFERENCE_PARAMETERS
+    tokens_per_second = CPU_TOKENS_PER_SECOND * CPU_REFERENCE_PARAMETERS / size
+    seconds = completions * max_new_tokens / tokens_per_second
+    if completions <= CPU_WARNING_COMPLETIONS or seconds < CPU_WARNING_MINUTES * 60:
         return None
-    hours = completions * max_new_tokens / CPU_TOKENS_PER_SECOND / 3600
     return (
-        f"warning: {completions} completions on the CPU, up to {max_new_tokens} tokens each: at the "
-        f"~{CPU_TOKENS_PER_SECOND:g} tokens/s measured for a 0.5B model (float32, batch 8, 2 cores) that is up to "
-        f"{hours:.1f} hours. A CUDA GPU takes minutes; --limit N scores only the first N problems."
+        f"warning: {completions} completions on the CPU, up to {max_new_tokens} tokens each: at "
+        f"~{tokens_per_second:.3g} tokens/s for a {size / 1e9:.2g}B-parameter model (measured: {CPU_TOKENS_PER_SECOND:g} tokens/s for 0.5B, "
+        f"float32, batch 8, 2 cores) that is up to {seconds / 3600:.1f} hours. A CUDA GPU takes minutes; "
+        "--limit N scores only the first N problems."
     )
 
 
@@ -471,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["base"] = cached
             break
     pending = (0 if "base" in results else len(questions)) + (len(questions) if plan.tuned is not None else 0)
-    warning = None if on_cuda or args.smoke else cpu_time_warning(pending, plan.max_new_tokens)
+    warning = None if on_cuda else cpu_time_warning(pending, plan.max_new_tokens, count_parameters(plan.base.model))
     if warning:
         log(warning)
     if "base" not in results:

@@ -42,19 +42,26 @@ def spellings(name: str) -> set[str]:
     return {f"--{name}", f"--{name.replace('_', '-')}"}
 
 
+def negations(name: str) -> set[str]:
+    """HfArgumentParser's `--no_name` / `--no-name` for a boolean option whose default is true."""
+    return {f"--no_{name}", f"--no-{name.replace('_', '-')}"}
+
+
 def given(cli: list[str], name: str) -> bool:
-    """True when the flag `name` is on the command line, in either spelling."""
-    return any(arg.split("=", 1)[0] in spellings(name) for arg in cli)
+    """True when the flag `name` is on the command line, in either spelling (or as `--no_name`)."""
+    return any(arg.split("=", 1)[0] in spellings(name) | negations(name) for arg in cli)
 
 
 def flag_on(cli: list[str], name: str) -> bool:
-    """Value of a boolean flag as HfArgumentParser reads it: `--name`, `--name true`, `--name=false`."""
+    """Value of a boolean flag as HfArgumentParser reads it: `--name`, `--name true`, `--name=false`, `--no_name`."""
     value = None
     for i, arg in enumerate(cli):
         key, _, inline = arg.partition("=")
         if key in spellings(name):
             following = cli[i + 1].lower() if i + 1 < len(cli) else ""
             value = inline.lower() if inline else following if following in ("true", "false", "yes", "no", "1", "0") else "true"
+        elif key in negations(name):
+            value = "false"
     return value in ("true", "yes", "1")
 
 
@@ -90,7 +97,7 @@ class Layers:
         """Which layer the value of `name` comes from, in the user's words."""
         for arg in self.cli:
             flag = arg.split("=", 1)[0]
-            if flag in spellings(name):
+            if flag in spellings(name) | negations(name):
                 return f"{flag} on the command line"
         if name in self.origin:
             return self.origin[name]

@@ -123,14 +123,18 @@ def _curve(
     color: str,
     style: Style,
     std: list[float] | None = None,
+    **line: Any,
 ) -> None:
-    """The raw series faint, its EMA on top, and a shaded ±std band around the EMA when `std` is given."""
+    """The raw series faint, its EMA on top, and a shaded ±std band around the EMA when `std` is given.
+
+    `line`: matplotlib line properties of the EMA line (linestyle, linewidth, marker, ...).
+    """
     weight = auto_smoothing(len(values)) if style.smoothing is None else style.smoothing
     smooth = ema(values, weight)
     if weight > 0:
         ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
         label = f"{label} (EMA {weight:.2f})"
-    ax.plot(steps, smooth, color=color, linewidth=1.8, label=label)
+    ax.plot(steps, smooth, color=color, label=label, **{"linewidth": 1.8, **line})
     if std is not None:
         # The band is the spread of rewards across the step's completions, smoothed like the mean.
         spread = ema(std, weight)
@@ -191,27 +195,48 @@ def plot_rewards(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style)
     return _save(fig, style, "rewards", out_dir / "rewards.png")
 
 
-def plot_completion_lengths(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
-    """Mean / min / max completion length in tokens, and the share cut off at max_completion_length."""
-    lines = [
-        ("max", "completions/max_length", "C3"),
-        ("mean", "completions/mean_length", "C0"),
-        ("min", "completions/min_length", "C2"),
-        ("mean of terminated", "completions/mean_terminated_length", "C1"),
-    ]
-    lines = [line for line in lines if series(entries, line[1])[0]]
+# Each length series drawn over the previous ones, thinner and broken (dashes, dots), so that lines of equal
+# values (all completions cut at the limit: max = mean = min) still show every colour.
+LENGTH_LINES = (
+    ("max", "completions/max_length", "C3", {"linewidth": 3.2}),
+    ("mean", "completions/mean_length", "C0", {"linewidth": 2.4, "linestyle": (0, (6, 4))}),
+    ("min", "completions/min_length", "C2", {"linewidth": 2.0, "linestyle": (3, (2, 5))}),
+    ("mean of terminated", "completions/mean_terminated_length", "C1",
+     {"linewidth": 1.4, "linestyle": (0, (8, 3, 1, 3)), "marker": "o", "markersize": 3}),
+)  # fmt: skip
+
+
+def terminated_lengths(entries: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """The mean length of completions that ended on their own, NaN at steps where none did.
+
+    trl logs 0 there (every completion was cut at max_completion_length): not a length, an undefined mean.
+    """
+    steps, values = series(entries, "completions/mean_terminated_length")
+    clipped = dict(zip(*series(entries, "completions/clipped_ratio")))
+    return steps, [math.nan if value == 0 or clipped.get(step, 0) >= 1 else value for step, value in zip(steps, values)]
+
+
+def completion_length_figure(entries: Sequence[dict[str, Any]], style: Style) -> Any | None:
+    """The completion-length figure (see plot_completion_lengths); None when nothing of it was logged."""
+    lines = []
+    for label, key, color, line in LENGTH_LINES:
+        steps, values = terminated_lengths(entries) if key.endswith("terminated_length") else series(entries, key)
+        if any(math.isfinite(value) for value in values):
+            lines.append((label, steps, values, color, line))
     clipped = series(entries, "completions/clipped_ratio")
     if not lines and not clipped[0]:
         return None
     fig, (ax,) = _new_figure(1, panel_size=(9.0, 4.8))
-    for label, key, color in lines:
-        _curve(ax, *series(entries, key), label, color, style)
+    for label, steps, values, color, line in lines:
+        _curve(ax, steps, values, label, color, style, **line)
     ax.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()
     if clipped[0]:
         # A second axis: a fraction next to token counts would be flattened on one scale.
         right = ax.twinx()
-        _curve(right, clipped[0], [100 * v for v in clipped[1]], "clipped at max_completion_length", "C7", style)
+        # Thin and dotted: at 100 % it can sit right on the length lines.
+        _curve(right, clipped[0], [100 * v for v in clipped[1]], "clipped at max_completion_length", "C7", style,
+               linewidth=1.2, linestyle=":")  # fmt: skip
         right.set_ylabel("completions clipped (%)")
         right.set_ylim(0, 105)
         handles += right.get_legend_handles_labels()[0]
@@ -219,7 +244,14 @@ def plot_completion_lengths(entries: Sequence[dict[str, Any]], out_dir: Path, st
     _finish(ax, "", "completion length (tokens)", legend=False)
     # Below the axes: inside, it would cover the max-length line that sits at the top.
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small")
-    return _save(fig, style, "completion length", out_dir / "completion_length.png")
+    return fig
+
+
+def plot_completion_lengths(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
+    """Max / mean / min completion length in tokens, the mean of those that ended on their own (where any did),
+    and the share cut off at max_completion_length."""
+    fig = completion_length_figure(entries, style)
+    return None if fig is None else _save(fig, style, "completion length", out_dir / "completion_length.png")
 
 
 def _plot_panels(

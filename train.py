@@ -12,15 +12,19 @@
     # Continue the newest checkpoint in output_dir; write a merged 16-bit model at the end
     python train.py --resume --save_merged
 
-    # Several GPUs (or `--cpu` processes): data-parallel, or DeepSpeed via an accelerate config
+    # Several GPUs: data-parallel, or DeepSpeed via an accelerate config
     accelerate launch --num_processes 2 train.py --backend hf
     # Or generation on a vLLM server (one GPU) and training on the others:
     #   CUDA_VISIBLE_DEVICES=0 trl vllm-serve --model Qwen/Qwen2.5-0.5B-Instruct
     #   CUDA_VISIBLE_DEVICES=1,2 accelerate launch --num_processes 2 train.py --backend hf --vllm_mode server
+    # Two processes on the CPU (`accelerate launch --cpu` would start only one)
+    torchrun --nproc_per_node 2 train.py --smoke
 
+Without a CUDA GPU the real run is refused (one line says why) unless --use_cpu or --smoke is given.
 Output in output_dir: checkpoint-N/ every save_steps, then the LoRA adapter + tokenizer (loadable by
 evaluate.py and plain peft), run_config.json (the resolved configuration), metrics.jsonl (every log entry,
-written as training goes) and, with --save_merged, merged/ (a full 16-bit model).
+written as training goes), completions/ (each logged step's completions) and, with --save_merged, merged/
+(a full 16-bit model). Ctrl-C saves a checkpoint and exits with code 130; --resume continues it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,6 +150,16 @@ def smoke_builds_model(script_args: ScriptArguments) -> bool:
     return script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
 
 
+def clear_smoke_folder(script_args: ScriptArguments, training_args) -> None:
+    """--smoke in its own folder (outputs/smoke) is a throwaway check: each one starts that folder afresh."""
+    own_folder = Path(training_args.output_dir) == Path(SMOKE_OVERRIDES["output_dir"])
+    if not script_args.smoke or not own_folder or script_args.resume or training_args.resume_from_checkpoint:
+        return
+    with training_args.main_process_first(desc="a fresh smoke folder"):
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0 and Path(training_args.output_dir).exists():
+            shutil.rmtree(training_args.output_dir)
+
+
 def fail(message: str) -> None:
     """Print one error line and exit with code 2, as argparse does."""
     exit_with("train.py", message)
@@ -222,6 +237,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     try:
         script_args, training_args, backend, notes = parse_args(argv)
         check_device(script_args, training_args)  # first: the hub lookups of the model check can take a while
+        clear_smoke_folder(script_args, training_args)
         reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)
     except (ConfigError, BackendError, ValueError) as error:
@@ -235,7 +251,9 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     if smoke_builds_model(script_args):
         from smoke import build_tiny_model
 
-        script_args.model_name_or_path = str(build_tiny_model(Path(training_args.output_dir).resolve() / "base-model"))
+        with training_args.main_process_first(desc="the tiny model"):  # one process builds it, the others load it
+            model_dir = build_tiny_model(Path(training_args.output_dir).resolve() / "base-model")
+        script_args.model_name_or_path = str(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
     except OSError as error:

@@ -87,16 +87,19 @@ def test_fast_inference_false_turns_vllm_off(unsloth_machine):
     script_args, training_args, _, _ = train.parse_args(["--fast_inference", "false"])
     assert script_args.fast_inference is False and training_args.use_vllm is False
     # Without Unsloth's engine, trl's own vLLM settings are read again.
-    _, training_args, _, _ = train.parse_args(["--fast_inference", "false", "--use_vllm", "--vllm_gpu_memory_utilization", "0.4"])
+    argv = ["--fast_inference", "false", "--use_vllm", "--vllm_gpu_memory_utilization", "0.4"]
+    _, training_args, _, _ = train.parse_args(argv)
     assert training_args.use_vllm is True and training_args.vllm_gpu_memory_utilization == 0.4
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--vllm_gpu_memory_utilization", "0.5"], "vllm_gpu_memory_utilization 0.5 (--vllm_gpu_memory_utilization on the command line) is not used by Unsloth's vLLM engine: it is sized by --gpu_memory_utilization"),
+        (["--vllm_gpu_memory_utilization", "0.5"], "vllm_gpu_memory_utilization 0.5 (--vllm_gpu_memory_utilization on "
+         "the command line) is not used by Unsloth's vLLM engine: it is sized by --gpu_memory_utilization"),
         (["--vllm_max_model_length", "2048"], "it is sized by --max_seq_length"),
-        (["--use_vllm", "false"], "use_vllm False (--use_vllm on the command line): Unsloth generates with its vLLM engine whenever the model has one; --fast_inference false loads the model without it"),
+        (["--use_vllm", "false"], "use_vllm False (--use_vllm on the command line): Unsloth generates with its vLLM "
+         "engine whenever the model has one; --fast_inference false loads the model without it"),
         (["--vllm_mode", "server"], "for trl's vLLM server pass --fast_inference false"),
     ],
 )
@@ -126,7 +129,7 @@ def test_fewer_problems_than_one_step_takes_is_an_error():
     with pytest.raises(ConfigError) as error:
         checks.check_steps(31, script_args, training_args)
     message = str(error.value)
-    assert message.startswith("31 problems are fewer than one training step takes: 32 (per_device_train_batch_size 2 ")
+    assert message.startswith("31 problems: fewer than one training step takes, 32 (per_device_train_batch_size 2 ")
     assert "x 1 process(es) x gradient_accumulation_steps 32 = 64 completions / num_generations 2)" in message
     assert "--max_samples" in message and "--max_steps cannot help" in message
     assert checks.check_steps(32, script_args, training_args) == 1
@@ -169,3 +172,21 @@ def test_an_earlier_runs_files_without_a_checkpoint_are_not_appended_to(tmp_path
     (tmp_path / "completions").rmdir()
     (tmp_path / "base-model").mkdir()  # --smoke's tiny model: not a run's output
     assert checks.find_checkpoint(*parsed("--smoke", "--output_dir", str(tmp_path))) is None
+
+
+def test_a_smoke_run_in_its_own_folder_starts_it_afresh(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    old = make_checkpoint(tmp_path / "outputs" / "smoke", 4)
+    train.clear_smoke_folder(*parsed("--smoke", "--resume"))  # continuing it: kept
+    assert old.is_dir()
+    mine = make_checkpoint(tmp_path / "mine", 4)
+    train.clear_smoke_folder(*parsed("--smoke", "--output_dir", str(tmp_path / "mine")))  # the user's folder: kept
+    assert mine.is_dir()
+    train.clear_smoke_folder(*parsed("--smoke"))
+    assert not (tmp_path / "outputs" / "smoke").exists()
+    assert checks.find_checkpoint(*parsed("--smoke")) is None
+
+
+def test_no_fast_inference_is_fast_inference_false(unsloth_machine):
+    script_args, training_args, _, _ = train.parse_args(["--no_fast_inference"])
+    assert script_args.fast_inference is False and training_args.use_vllm is False

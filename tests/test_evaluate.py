@@ -256,10 +256,25 @@ def test_bad_input_fails_fast_with_one_line(case, tmp_path):
     assert not (tmp_path / "eval_results").exists()
 
 
-def test_a_long_cpu_evaluation_warns_with_the_time_to_expect():
+def test_a_long_cpu_evaluation_warns_with_the_time_to_expect(tiny_model):
     assert evaluate.cpu_time_warning(300, 512) is None  # a few hundred completions: no warning
-    warning = evaluate.cpu_time_warning(2 * 1319, 512)  # base and tuned on the whole test split
+    warning = evaluate.cpu_time_warning(2 * 1319, 512, 494_032_768)  # base and tuned, Qwen2.5-0.5B, all 1319
     assert "2638 completions on the CPU" in warning and "up to 17.2 hours" in warning and "--limit N" in warning
+    assert "up to 34.4 hours" in evaluate.cpu_time_warning(2 * 1319, 512, 2 * 494_032_768)  # twice the size
+    # The tiny test model generates those in well under the warning's 10 minutes.
+    parameters = evaluate.count_parameters(str(tiny_model))
+    assert 0 < parameters < 1_000_000 and evaluate.cpu_time_warning(2 * 1319, 512, parameters) is None
+
+
+@pytest.mark.slow
+def test_the_cpu_warning_is_logged_before_generating(monkeypatch, tmp_path, capsys):
+    # Thresholds lowered so that two completions of the tiny model count as a long CPU evaluation.
+    monkeypatch.setattr(evaluate, "CPU_WARNING_COMPLETIONS", 1)
+    monkeypatch.setattr(evaluate, "CPU_WARNING_MINUTES", 0)
+    main(["--smoke", "--limit", "2", "--output_dir", str(tmp_path)])
+    log = capsys.readouterr().err
+    assert "warning: 2 completions on the CPU, up to 32 tokens each" in log
+    assert log.index("warning: 2 completions") < log.index("base: generating")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -452,9 +467,8 @@ def fake_vllm(monkeypatch):
 
 
 def test_vllm_backend_makes_one_engine_and_one_chat_call_per_model(fake_vllm, tiny_model, tmp_path):
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()  # rank 12: vLLM only takes 1, 8, 16, 32, ... as max_lora_rank
-    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model), "r": 12}))
+    # rank 12: vLLM only takes 1, 8, 16, 32, ... as max_lora_rank
+    adapter = write_adapter(tmp_path / "adapter", str(tiny_model), r=12)
     summary = main(
         [
             "--backend",

@@ -157,7 +157,7 @@ def test_too_few_problems_for_one_step_fail_before_the_model_loads(tmp_path):
     result = run_script("train.py", "--smoke", "--output_dir", out, "--max_samples", "1", timeout=120)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert "error: 1 problems (--max_samples 1) are fewer than one training step takes: 2 " in last
+    assert "error: 1 problem (--max_samples 1): fewer than one training step takes, 2 " in last
     assert "--per_device_train_batch_size, --gradient_accumulation_steps, --num_generations" in last
     assert not (out / "run_config.json").exists()  # written once the model is loaded
 
