@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from evaluate import score_completion
+from scoring import score_completion
 from rewards import completion_text
 from run_metrics import ACCURACY_SCORES as SCORES
 # trl's key for each figure in an evaluation log -> the key metrics.jsonl and plot.py use.

@@ -42,7 +42,7 @@ from backends import BackendError, find_model
 from options import ConfigError, exit_with, flag_on, given, read_layers
 from smoke import SAMPLE_DATA_DIR
 from checks import adapt_to_machine, check_device, find_checkpoint
-from train import main_process_print, save_run_config, stop_interrupted
+from runs import main_process_print, save_run_config, stop_interrupted
 
 REPO_DIR = Path(__file__).resolve().parent
 RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-sft.yaml"

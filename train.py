@@ -32,10 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,8 @@ from checks import (
     find_checkpoint,
 )
 from heldout import hold_out, with_scorers
-from options import ConfigError, exit_with, flag_on, given, read_layers, spellings
+from options import ConfigError, exit_with, flag_on, given, read_layers
+from runs import is_main_process, main_process_print, save_run_config, stop_interrupted
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -165,17 +165,6 @@ def fail(message: str) -> None:
     exit_with("train.py", message)
 
 
-def is_main_process() -> bool:
-    """False on every process but the first when several are launched (accelerate launch, torchrun)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
-
-
-def main_process_print(*args: Any) -> None:
-    """print() on the main process only (accelerate launch starts several)."""
-    if is_main_process():
-        print(*args, flush=True)
-
-
 # --- configuration: recipe < --smoke < --config file < command line -----------------------------------------
 
 # What `--help` lists besides train.py's own options: the GRPOConfig fields a user of this recipe changes.
@@ -215,17 +204,6 @@ def parse_args(argv: list[str]):
     )
     check_unsloth_settings(layers, backend, script_args.fast_inference, training_args)
     return script_args, training_args, backend, notes
-
-
-def save_run_config(script_args: ScriptArguments, training_args, backend: str) -> None:
-    """Write the resolved configuration next to the outputs."""
-    config = {
-        "backend": backend,
-        "processes": training_args.world_size,
-        "script": asdict(script_args),
-        "training": training_args.to_dict(),
-    }
-    Path(training_args.output_dir, "run_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -352,31 +330,6 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         + (" --smoke" if script_args.smoke else "")
         + f"\n       python plot.py {output_dir}"
     )
-
-
-def stop_interrupted(argv: list[str], training_args, step: int, saved: bool, prog: str = "train.py") -> None:
-    """After Ctrl-C: say where the run stopped and how to continue it; exit 130 (128 + SIGINT), as a shell does."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    output_dir = training_args.output_dir
-    checkpoint = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-    # The same command with --resume, which continues the newest checkpoint in output_dir.
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg.split("=", 1)[0] in spellings("resume_from_checkpoint"):
-            skip = "=" not in arg
-        elif arg not in spellings("resume"):
-            kept.append(arg)
-    command = shlex.join(["python", prog, *kept, "--resume"])
-    where = (
-        f"checkpoint saved in {checkpoint}"
-        if saved and checkpoint
-        else (f"not saved; the last checkpoint is {checkpoint}" if checkpoint else "no checkpoint saved")
-    )
-    main_process_print(f"\ninterrupted at step {step}: {where}. To continue: {command}")
-    raise SystemExit(130)
 
 
 def save_merged_model(trainer, tokenizer, backend: str, path: Path) -> None:

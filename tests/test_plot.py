@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO
 
 import plot
+import plot_eval
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REWARD_FUNCS = ("custom_reward_func", "integer_reward")
@@ -184,12 +185,12 @@ def test_eval_summary_in_the_run_dir_is_drawn_too(tmp_path, capsys):
 
 
 def test_eval_schema_variants_and_junk():
-    scores = plot.parse_eval_summary({"base": {"strict": 0.1, "flexible": {"accuracy": 0.3}, "n": "?"}, "meta": 3})
+    scores = plot_eval.parse_eval_summary({"base": {"strict": 0.1, "flexible": {"accuracy": 0.3}, "n": "?"}, "meta": 3})
     assert [(s.name, s.accuracies, s.n) for s in scores] == [("base", {"strict": 0.1, "flexible": 0.3}, None)]
-    listed = plot.parse_eval_summary({"models": [{"name": "tuned", "numeric": 0.5}]})
+    listed = plot_eval.parse_eval_summary({"models": [{"name": "tuned", "numeric": 0.5}]})
     assert listed[0].name == "tuned"
     with pytest.raises(plot.PlotError, match="no model with any of strict"):
-        plot.parse_eval_summary({"models": {"base": {"accuracy": "high"}}})
+        plot_eval.parse_eval_summary({"models": {"base": {"accuracy": "high"}}})
 
 
 # --- errors: one line on stderr, exit code 2 -------------------------------------------------------------
