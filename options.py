@@ -236,7 +236,8 @@ def _print_help(parser: argparse.ArgumentParser, keep: set[str] | None) -> None:
     for action in parser._actions:
         if not action.option_strings:
             continue
-        if keep is not None and action.dest not in keep:
+        negated = action.option_strings[0].startswith("--no_")  # HfArgumentParser's twin of a true-by-default flag
+        if keep is not None and (action.dest not in keep or negated):
             action.help = argparse.SUPPRESS
         action.option_strings = action.option_strings[:1]  # the dashed spelling works too: said in the epilog
         if action.choices and len(action.choices) > 6:

@@ -85,7 +85,7 @@ class SFTScriptArguments:
     dataset_config: str = field(default="main", metadata={"help": "Hub dataset configuration."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     max_samples: int | None = field(
-        default=None, metadata={"help": "Use only this many examples (after shuffling). Default: all."}
+        default=None, metadata={"help": "Use only this many examples (after shuffling); none: all of them."}
     )
     use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (false: fine-tune every weight)."})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank."})
