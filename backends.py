@@ -115,7 +115,13 @@ def load_hf(script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if training_args.bf16 else torch.float32}
+    from attention import register
+
+    register()  # attention.GQA_SDPA: grouped-query SDPA that keeps the KV heads shared under a padding mask
+    model_kwargs: dict[str, Any] = {
+        "dtype": torch.bfloat16 if training_args.bf16 else torch.float32,
+        "attn_implementation": script_args.attn_implementation,
+    }
     if script_args.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

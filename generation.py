@@ -207,7 +207,7 @@ def generate_hf(
         from roofline import decode_batch_size, measure_limits
 
         limits = measure_limits(model.device, model.dtype)
-        batch_size = decode_batch_size(model, limits, prompts=len(messages_list))
+        batch_size = decode_batch_size(model, limits, prompts=len(messages_list), context=512 + max_new_tokens)
         print(f"{source.label}: batch size {batch_size} ({limits.describe()}; --batch_size sets it)", flush=True)
     completions = generate_with_model(model, tokenizer, messages_list, max_new_tokens, batch_size, label=source.label)
     del model
