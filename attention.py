@@ -4,7 +4,9 @@ transformers 5.17's "sdpa" attention hands grouped-query attention (Qwen2.5: 14 
 heads) to `torch.nn.functional.scaled_dot_product_attention` with `enable_gqa=True` only when there is no
 attention mask. A left-padded batch always has one, so it first copies every key/value head once per query
 head (`repeat_kv`): 7x the KV cache written and read again at every decoding step. The function here is the
-same SDPA call with the mask *and* `enable_gqa=True`, so SDPA reads the shared heads in place. It is registered
+same SDPA call with the mask *and* `enable_gqa=True`, so SDPA reads the shared heads in place: on the CPU, whose
+flash kernel takes both. On other devices it is transformers' own sdpa (CUDA's fused kernels take a mask or
+grouped heads, not both, and the math kernel they would fall back to is slower than the copy). It is registered
 through transformers' public `AttentionInterface` (and `AttentionMaskInterface`, with sdpa's own boolean mask)
 under the name `GQA_SDPA`; a model uses it with `from_pretrained(..., attn_implementation=GQA_SDPA)` or
 `model.set_attn_implementation(GQA_SDPA)`. The arithmetic is SDPA's: the same tokens as "sdpa" and "eager"
@@ -35,7 +37,9 @@ def sdpa_gqa_attention_forward(
     """transformers' attention-function signature; query (B, H, q, d), key/value (B, H_kv, kv, d) -> (B, q, H, d)."""
     import torch
 
-    if kwargs.get("position_bias") is not None:  # T5-style biases: transformers' own sdpa knows how to fold them in
+    if query.device.type != "cpu" or kwargs.get("position_bias") is not None:
+        # On CUDA, SDPA's fused kernels take a mask or unequal head counts, not both (flash rejects the mask,
+        # memory-efficient the head counts): masked GQA would fall to the math kernel. transformers' own copies.
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs)

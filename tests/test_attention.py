@@ -98,6 +98,24 @@ def test_keys_and_values_reach_sdpa_with_their_own_head_count(monkeypatch):
     torch.testing.assert_close(output, expected.transpose(1, 2))
 
 
+def test_other_devices_get_transformers_own_sdpa(monkeypatch):
+    """Off the CPU (here: shapes only, on the meta device) masked GQA is left to transformers' sdpa, which copies."""
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(query, key, value, **kwargs):
+        seen.append((key.shape[1], kwargs.get("enable_gqa", False)))
+        return sdpa(query, key, value, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    module = torch.nn.Module()
+    module.num_key_value_groups = 2
+    query, key = torch.empty(2, 4, 3, 8, device="meta"), torch.empty(2, 2, 5, 8, device="meta")
+    mask = torch.ones(2, 1, 3, 5, dtype=torch.bool, device="meta")
+    output, _ = attention.sdpa_gqa_attention_forward(module, query, key, key, mask)
+    assert seen == [(4, False)] and output.shape == (2, 3, 4, 8)
+
+
 def test_train_loads_the_hf_backend_model_with_it(tiny, tmp_path):
     import backends
     import train
