@@ -11,6 +11,7 @@ torch, transformers, peft and vllm are imported inside the functions: importing 
 from __future__ import annotations
 
 import gc
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,7 +209,7 @@ def generate_hf(
 
         limits = measure_limits(model.device, model.dtype)
         batch_size = decode_batch_size(model, limits, prompts=len(messages_list), context=512 + max_new_tokens)
-        print(f"{source.label}: batch size {batch_size} ({limits.describe()}; --batch_size sets it)", flush=True)
+        print(f"{source.label}: batch size {batch_size} ({limits.describe()})", file=sys.stderr, flush=True)
     completions = generate_with_model(model, tokenizer, messages_list, max_new_tokens, batch_size, label=source.label)
     del model
     _free_memory()

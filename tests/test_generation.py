@@ -70,7 +70,7 @@ def test_generate_hf_chooses_a_batch_when_none_is_given(tiny, capsys):
     prompts = get_gsm8k_questions(split="test", dataset_name=SAMPLES)["prompt"]
     source = ModelSource("base", str(tiny), str(tiny))
     chosen = generate_hf(source, prompts, max_new_tokens=4)
-    assert "base: batch size" in capsys.readouterr().out
+    assert "base: batch size" in capsys.readouterr().err  # stdout is evaluate.py's table
     assert [c.token_ids for c in chosen] == [c.token_ids for c in generate_hf(source, prompts, 4, batch_size=1)]
 
 
