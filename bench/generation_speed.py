@@ -20,7 +20,8 @@ The headline variants (today, new@chosen, pipeline) run --rounds times, their or
 (new@B for each --sweep B, today@B for each --today_sweep B) once.
 
 Per variant: end-to-end tokens/s (completion tokens, stop token included, over the wall time of the whole loop:
-tokenizing, the shared prefix, prefill, decoding); decode tokens/s (rows x steps after the first token, over
+tokenizing, the shared prefix, prefill, decoding), and the same tokens per second of the CPU time this process
+spent (steadier than wall time when other processes share the cores; with 2 threads it counts their waits too); decode tokens/s (rows x steps after the first token, over
 the time from the first token to the last, timed by a streamer given to each generate() call); prefill seconds.
 Decode speed is held against this machine's limits, measured here by roofline.measure_limits (the best rate of
 summing 256 MiB and of a 2048^2 matmul in the model's dtype, at the start and at the end of the run): the
@@ -144,12 +145,12 @@ def run_variant(name: str, model: Any, tokenizer: Any, prompts: list, args: argp
     today = name.startswith("today")
     model.set_attn_implementation("sdpa" if today else GQA_SDPA)
     with clocked_generate(model) as calls:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         completions = generate_with_model(
             model, tokenizer, prompts, args.max_new_tokens, batch, label=name, share_prefix=not today
         )
-        wall = time.perf_counter() - start
-    return figures(name, batch, wall, calls, [c.token_ids for c in completions])
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return figures(name, batch, wall, cpu, calls, [c.token_ids for c in completions])
 
 
 def run_pipeline(model_dir: Path, prompts: list, args: argparse.Namespace) -> dict:
@@ -163,16 +164,16 @@ def run_pipeline(model_dir: Path, prompts: list, args: argparse.Namespace) -> di
     stop_ids = stop_token_ids(pipe.tokenizer, pipe.model)
     ids = []
     with clocked_generate(pipe.model) as calls:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for messages in prompts:
             out = pipe(messages, max_new_tokens=args.max_new_tokens, do_sample=False, return_tensors=True)
             prompt_len = calls[-1][1]
             ids.append(to_completion(pipe.tokenizer, out[0]["generated_token_ids"][prompt_len:], stop_ids).token_ids)
-        wall = time.perf_counter() - start
-    return figures("pipeline", 1, wall, calls, ids)
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return figures("pipeline", 1, wall, cpu, calls, ids)
 
 
-def figures(name: str, batch: int, wall: float, calls: list, token_ids: list[list[int]]) -> dict:
+def figures(name: str, batch: int, wall: float, cpu: float, calls: list, token_ids: list[list[int]]) -> dict:
     tokens = sum(len(ids) for ids in token_ids)
     decode_tokens = sum(rows * (len(times) - 2) for rows, _, times in calls)
     decode_s = sum(times[-1] - times[1] for _, _, times in calls)
@@ -182,6 +183,7 @@ def figures(name: str, batch: int, wall: float, calls: list, token_ids: list[lis
         "wall_s": wall,
         "tokens": tokens,
         "e2e_tokens_per_s": tokens / wall,
+        "cpu_tokens_per_s": tokens / cpu,
         "prefill_s": sum(times[1] - times[0] for _, _, times in calls),
         "decode_tokens_per_s": decode_tokens / decode_s if decode_s else float("nan"),
         "calls": [(rows, prompt_len, len(times) - 1) for rows, prompt_len, times in calls],
@@ -292,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nlimits used: {limits.bandwidth / GB:.1f} GB/s, {limits.flops / 1e9:.0f} GFLOP/s; weights "
         f"{costs['param_bytes'] / GB:.2f} GB, KV {costs['kv_per_token']} bytes per token\n"
-        f"{'variant':>12} {'batch':>5} {'wall s':>8} {'e2e tok/s':>10} {'prefill s':>9} {'decode tok/s':>12} "
-        f"{'bandwidth limit':>15} {'share':>6} {'compute limit':>13} {'share':>6}"
+        f"{'variant':>12} {'batch':>5} {'wall s':>8} {'e2e tok/s':>10} {'per CPU s':>9} {'prefill s':>9} "
+        f"{'decode tok/s':>12} {'bandwidth limit':>15} {'share':>6} {'compute limit':>13} {'share':>6}"
     )
     best: dict[str, dict] = {}
     for r in results:
@@ -303,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         bandwidth_limit, compute_limit = decode_limits(r, costs, limits)
         decode = r["decode_tokens_per_s"]
         print(
-            f"{name:>12} {r['batch']:>5} {r['wall_s']:>8.1f} {r['e2e_tokens_per_s']:>10.1f} {r['prefill_s']:>9.1f} "
+            f"{name:>12} {r['batch']:>5} {r['wall_s']:>8.1f} {r['e2e_tokens_per_s']:>10.1f} "
+            f"{r['cpu_tokens_per_s']:>9.1f} {r['prefill_s']:>9.1f} "
             f"{decode:>12.1f} {bandwidth_limit:>15.1f} {100 * decode / bandwidth_limit:>5.0f}% {compute_limit:>13.1f} "
             f"{100 * decode / compute_limit:>5.0f}%"
         )

@@ -19,7 +19,8 @@ seed 1907. The variants:
 Rounds alternate the order, so load drifting on a shared machine hits both alike.
 
 Figures: seconds per step (the median over steps after the first, from a callback), of which generation (trl's
-GRPOTrainer._generate_single_turn, timed by bench/gpu_bench.py's wrapper) and the rest; peak RSS; the load average.
+GRPOTrainer._generate_single_turn, timed by bench/gpu_bench.py's wrapper) and the rest; the CPU time the process
+spent per step (steadier than wall time when other processes share the cores); peak RSS; the load average.
 Check: every step's rewards and every completion's text are the same in all runs (completions from the run's
 completions/*.parquet), so both sides did the same work; exit 1 if not.
 
@@ -34,7 +35,6 @@ The last line is the headline: before / after seconds per step.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
@@ -67,12 +68,36 @@ MID_SHAPE = dict(
 # Worker: one variant in a fresh process
 
 
+def step_clock() -> Any:
+    """A TrainerCallback noting each optimizer step's wall time and this process's CPU time.
+
+    On a shared machine the wall time of a step grows with everyone else's load; the CPU time the process itself
+    spent (all its threads) moves much less, and with one thread it is the step's work.
+    """
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self.cpu_seconds: list[float] = []
+            self._start = (0.0, 0.0)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start = (time.perf_counter(), time.process_time())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds.append(time.perf_counter() - self._start[0])
+            self.cpu_seconds.append(time.process_time() - self._start[1])
+
+    return StepClock()
+
+
 def worker(args: argparse.Namespace) -> None:
     """train.main with the variant's flags; step and generation times, rewards and completions as JSON."""
     import pyarrow.parquet as pq
 
     import train
-    from gpu_bench import step_timer, timed_trl_generation
+    from gpu_bench import timed_trl_generation
 
     output_dir = Path(str(Path(args.out).with_suffix("")) + "-run")
     flags = {
@@ -90,11 +115,9 @@ def worker(args: argparse.Namespace) -> None:
         argv += ["--attn_implementation", "sdpa"]
     else:
         argv += shlex.split(args.after_args)
-    timer = step_timer()
+    timer = step_clock()
     with timed_trl_generation() as generations:
-        start_cpu = time.process_time()
         train.main(argv, extra_callbacks=[timer])
-        cpu_s = time.process_time() - start_cpu
     logs = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
     completions = [
         row["completion"]
@@ -107,7 +130,7 @@ def worker(args: argparse.Namespace) -> None:
     lm_head = lm_head_scoring_seconds(Path(args.model_dir), rows, prompt_len, args.max_completion_length)
     result = {
         "step_s": timer.seconds,
-        "cpu_s": cpu_s,
+        "step_cpu_s": timer.cpu_seconds,
         "lm_head": {**lm_head, "rows": rows, "prompt_len": prompt_len},
         "generation_s": [sum(g["seconds"] for g in generations if g["step"] == n) for n in range(1, args.max_steps + 1)],
         "rewards": [entry["reward"] for entry in logs if "reward" in entry],
@@ -130,6 +153,7 @@ def run_worker(variant: str, args: argparse.Namespace, model_dir: Path, out: Pat
     result = benchutil.run_worker(__file__, flags, out, variant)
     later = slice(1, None) if len(result["step_s"]) > 1 else slice(None)  # the first step pays for warm-up
     result["median_step_s"] = statistics.median(result["step_s"][later])
+    result["median_step_cpu_s"] = statistics.median(result["step_cpu_s"][later])
     result["median_generation_s"] = statistics.median(result["generation_s"][later])
     return result
 
@@ -248,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[variant].append(result)
                 print(
                     f"  round {round_index + 1} {variant:>6}: {result['median_step_s']:.2f} s/step, generation "
-                    f"{result['median_generation_s']:.2f} s; process CPU time {result['cpu_s']:.0f} s; LM head "
+                    f"{result['median_generation_s']:.2f} s; CPU time {result['median_step_cpu_s']:.2f} s/step; LM head "
                     f"scoring {result['lm_head']['all']:.2f} s (completions only {result['lm_head']['completion']:.2f} "
                     f"s); peak RSS {result['peak_rss_mib']:.0f} MiB; load average {os.getloadavg()[0]:.1f}",
                     flush=True,
@@ -296,10 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{lm_head['completion']:.2f} s scoring completions only; the prompt positions cost {waste:.2f} s, "
         f"{100 * waste / fastest['median_step_s']:.0f}% of its {fastest['median_step_s']:.2f} s step"
     )
-    cpu = {v: min(r["cpu_s"] for r in runs[v]) for v in VARIANTS}
-    print(f"process CPU time of a whole run, best of rounds: before {cpu['before']:.0f} s, after {cpu['after']:.0f} s")
+    cpu = {v: best(v, "median_step_cpu_s") for v in VARIANTS}
+    print(f"CPU time per step (this process, all threads), best of rounds: before {cpu['before']:.2f} s, after {cpu['after']:.2f} s")
     ratio = best("before", "median_step_s") / best("after", "median_step_s")
-    print(f"GRPO step before vs after: {ratio:.2f}x ({model_name}, CPU, {args.threads} threads)")
+    print(
+        f"GRPO step before vs after: {ratio:.2f}x wall time, {cpu['before'] / cpu['after']:.2f}x CPU time "
+        f"({model_name}, CPU, {args.threads} threads)"
+    )
     return 0 if same else 1
 
 
