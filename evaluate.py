@@ -89,7 +89,9 @@ class EvalArguments:
     limit: int | None = field(default=None, metadata={"help": "Score only the first N problems. Default: all."})
     batch_size: int | None = field(
         default=None,
-        metadata={"help": "Prompts per generate() call (hf backend). Default: from the device's measured limits (roofline.py)."},
+        metadata={
+            "help": "Prompts per generate() call (hf backend). Default: from the device's measured limits (roofline.py)."
+        },
     )
     max_new_tokens: int = field(
         default=512,
