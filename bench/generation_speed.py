@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 print(f"  round {round_index + 1} {name}: {result['e2e_tokens_per_s']:.1f} tokens/s end to end", flush=True)
         for batch in args.sweep:
-            results.append(run_variant(f"new@{batch}", model, tokenizer, prompts, args, batch))
+            if batch != chosen:  # new@chosen is that row
+                results.append(run_variant(f"new@{batch}", model, tokenizer, prompts, args, batch))
         for batch in args.today_sweep:
             results.append(run_variant(f"today@{batch}", model, tokenizer, prompts, args, batch))
         limits_end = measure_limits(model.device, model.dtype)

@@ -128,3 +128,15 @@ def test_train_loads_the_hf_backend_model_with_it(tiny, tmp_path):
     assert model.config._attn_implementation == GQA_SDPA
     script_args.attn_implementation = "sdpa"  # the way back to transformers' own
     assert backends.load_hf(script_args, training_args)[0].config._attn_implementation == "sdpa"
+
+
+def test_continuous_batching_gets_transformers_sdpa(tiny, tmp_path):
+    """trl's use_transformers_continuous_batching switches the model to "paged|<attention>": only sdpa has one."""
+    import backends
+    import train
+
+    script_args, training_args, _, _ = train.parse_args(
+        ["--smoke", "--model_name_or_path", str(tiny), "--output_dir", str(tmp_path)]
+        + ["--use_transformers_continuous_batching", "true"]
+    )
+    assert backends.load_hf(script_args, training_args)[0].config._attn_implementation == "sdpa"
