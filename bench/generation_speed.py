@@ -267,11 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                     result = run_variant(name, model, tokenizer, prompts, args, headline[name])
                 results.append(result)
                 print(f"  round {round_index + 1} {name}: {result['e2e_tokens_per_s']:.1f} tokens/s end to end", flush=True)
-        for batch in args.sweep:
-            if batch != chosen:  # new@chosen is that row
-                results.append(run_variant(f"new@{batch}", model, tokenizer, prompts, args, batch))
-        for batch in args.today_sweep:
-            results.append(run_variant(f"today@{batch}", model, tokenizer, prompts, args, batch))
+        sweep = [(f"new@{b}", b) for b in args.sweep if b != chosen] + [(f"today@{b}", b) for b in args.today_sweep]
+        for name, batch in sweep:  # new@chosen is the new path's row at the chosen batch
+            results.append(run_variant(name, model, tokenizer, prompts, args, batch))
+            print(f"  sweep {name}: {results[-1]['e2e_tokens_per_s']:.1f} tokens/s end to end", flush=True)
         limits_end = measure_limits(model.device, model.dtype)
     print(f"limits: {limits_end.describe()} (end); load average {os.getloadavg()[0]:.1f} at the end")
 
