@@ -5,6 +5,9 @@ the text without the end-of-turn token, the number of completion tokens (end-of-
 padding excluded) and whether it was cut off at `max_new_tokens`. Decoding is greedy with no repetition
 penalty on both: Qwen's generation_config.json asks for sampling and repetition_penalty=1.05, which vLLM
 ignores when it is given explicit SamplingParams, so the transformers path ignores it too.
+The transformers path loads the model with attention.py's grouped-query attention, runs the prompts' shared
+prefix (the system prompt) once and starts every batch from its KV cache, and by default batches as many
+prompts as roofline.py finds this device's decode worth (bench/generation_speed.py measures all three).
 torch, transformers, peft and vllm are imported inside the functions: importing this module is free.
 """
 
