@@ -194,7 +194,17 @@ def load_hf(script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if training_args.bf16 else torch.float32}
+    from attention import GQA_SDPA, register
+
+    register()  # attention.GQA_SDPA: grouped-query SDPA that keeps the KV heads shared under a padding mask
+    attn_implementation = script_args.attn_implementation
+    if attn_implementation == GQA_SDPA and getattr(training_args, "use_transformers_continuous_batching", False):
+        # Continuous batching switches the model to "paged|<its attention>", which transformers has for sdpa.
+        attn_implementation = "sdpa"
+    model_kwargs: dict[str, Any] = {
+        "dtype": torch.bfloat16 if training_args.bf16 else torch.float32,
+        "attn_implementation": attn_implementation,
+    }
     if script_args.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

@@ -95,7 +95,10 @@ class EvalArguments:
     split: str = field(default="test", metadata={"help": "Dataset split to score."})
     limit: int | None = field(default=None, metadata={"help": "Score only the first N problems. Default: all."})
     batch_size: int | None = field(
-        default=None, metadata={"help": "Prompts per generate() call (hf backend). Default: 16 on CUDA, 8 on CPU."}
+        default=None,
+        metadata={
+            "help": "Prompts per generate() call (hf backend). Default: from the device's measured limits (roofline.py)."
+        },
     )
     max_new_tokens: int = field(
         default=512,
@@ -323,7 +326,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # --- backend --------------------------------------------------------------------------------------------
     backend = resolve_backend(args.backend)
     on_cuda = cuda_available()
-    batch_size = args.batch_size or (16 if on_cuda else 8)
     vllm = VllmGenerator(plan.max_new_tokens, plan.lora_rank) if backend == "vllm" else None
     log(
         f"{len(questions)} problems from {plan.dataset_name} ({args.split}), backend {backend}, "
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if vllm is not None:
             completions: list[Completion] = vllm.generate(source, questions["prompt"])
         else:
-            completions = generate_hf(source, questions["prompt"], plan.max_new_tokens, batch_size)
+            completions = generate_hf(source, questions["prompt"], plan.max_new_tokens, args.batch_size)
         records = [
             example_record(i, row["question"], row["answer"], c.text, c.num_tokens, c.cut_off)
             for i, (row, c) in enumerate(zip(questions, completions))
@@ -390,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "settings": {
             **cache_key,
             "checkpoint": checkpoint,
-            "batch_size": batch_size if backend == "hf" else None,
+            "batch_size": (args.batch_size or "auto") if backend == "hf" else None,
             "arguments": asdict(args),
         },
         "blog_strict": BLOG_STRICT,

@@ -41,6 +41,7 @@ from typing import Any
 import data
 import options
 import rewards
+from attention import GQA_SDPA
 from backends import BACKENDS, BackendError, resolve_backend
 from checks import (
     adapt_to_machine,
@@ -92,6 +93,13 @@ class ScriptArguments:
     )
     max_seq_length: int = field(default=1024, metadata={"help": "Longest prompt + completion, in tokens."})
     load_in_4bit: bool = field(default=False, metadata={"help": "Load the base model in 4 bit (CUDA, bitsandbytes)."})
+    attn_implementation: str = field(
+        default=GQA_SDPA,
+        metadata={
+            "help": f"hf backend attention: {GQA_SDPA} (attention.py: SDPA without copying the KV heads), sdpa, eager.",
+            "choices": [GQA_SDPA, "sdpa", "eager", "flash_attention_2"],
+        },
+    )
     lora_r: int = field(default=32, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
     lora_target_modules: list[str] = field(

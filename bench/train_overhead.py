@@ -16,8 +16,8 @@ The two variants, each run in a fresh subprocess (order alternating between roun
               same 16 sample problems shuffled with the same seed, `rewards.custom_reward_func`, a GRPOConfig
               holding the values train.py resolves to (batch 4 = 2 prompts x 2 completions, 1 accumulation
               step, lr 1e-3, beta 0.04, loss grpo, temperature 0.9, no KL bias correction, seed, optimizer and
-              schedule), LoRA r 8 / alpha 16 on all seven projections via peft_config, then train() and
-              save_model()
+              schedule), LoRA r 8 / alpha 16 on all seven projections via peft_config, the model loaded with
+              attention.py's attention as train.py loads it, then train() and save_model()
 
 Seconds per step come from a callback (the wall-clock time from one step's end to the next, so everything a
 step costs counts: generation, reward, backward, optimizer, callbacks, logging), given to train.py through
@@ -92,6 +92,7 @@ def bare_run(model_dir: str, output_dir: str, max_steps: int, max_completion_len
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from attention import register
     from data import extract_hash_answer
     from prompts import build_messages
     from rewards import custom_reward_func
@@ -143,7 +144,8 @@ def bare_run(model_dir: str, output_dir: str, max_steps: int, max_completion_len
         task_type="CAUSAL_LM",
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     )
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    # The attention train.py's hf backend loads with (attention.py), so both sides do the same arithmetic.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=register())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     trainer = GRPOTrainer(
         model=model,
