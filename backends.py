@@ -2,8 +2,9 @@
 
 Both return `(model, tokenizer, peft_config)` ready for GRPOTrainer:
 - `unsloth`: the blog's path. FastLanguageModel loads the model with an in-process vLLM engine
-  (fast_inference) and adds LoRA itself, so peft_config is None (a PeftModel plus peft_config is an error
-  in trl). Importing unsloth patches trl's GRPOTrainer, which then generates with that engine.
+  (fast_inference; without it Unsloth generates on its own) and adds LoRA itself, so peft_config is None (a
+  PeftModel plus peft_config is an error in trl). Importing unsloth patches trl's GRPOTrainer, which then
+  generates with that engine.
 - `hf`: a transformers model plus a LoRA `peft_config` that GRPOTrainer applies; generation through
   trl's colocated vLLM when it is available, plain `generate` otherwise.
 Heavy imports live inside the functions: nothing here loads torch until a backend is used.
@@ -46,10 +47,85 @@ def is_installed(package: str) -> bool:
         return True
 
 
+# Weight files in the order transformers / peft look for them; a sharded model has an index naming its shards.
+MODEL_WEIGHTS = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)  # fmt: skip
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def _weight_files(folder: Path, names: tuple[str, ...]) -> list[Path] | str:
+    """The weight files of `folder` (the shards an index names), or why there are none."""
+    import json
+
+    found = next((folder / name for name in names if (folder / name).is_file()), None)
+    if found is None:
+        return f"no weights: none of {', '.join(names)}"
+    if not found.name.endswith(".index.json"):
+        return [found]
+    try:
+        shards = sorted(set(json.loads(found.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        return f"{found.name} cannot be read ({type(error).__name__})"
+    return [folder / shard for shard in shards]
+
+
+def unreadable_weights(folder: str | Path, names: tuple[str, ...] = MODEL_WEIGHTS) -> str | None:
+    """Why the weights in `folder` cannot load (none there, a truncated or corrupt safetensors file); None if fine.
+
+    Reads only the safetensors headers (safetensors checks that they cover the whole file), so it takes
+    milliseconds and imports no torch: a file cut short by a full disk or an interrupted copy is found here
+    instead of after minutes of generation.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    files = _weight_files(Path(folder).expanduser(), names)
+    if isinstance(files, str):
+        return files
+    for file in files:
+        if not file.is_file():
+            return f"{file.name} is missing"
+        if file.stat().st_size == 0:
+            return f"{file.name} is empty"
+        if file.suffix == ".safetensors":
+            try:
+                with safe_open(str(file), framework="np"):
+                    pass
+            except (SafetensorError, OSError) as error:
+                return f"{file.name} is truncated or corrupt ({str(error).splitlines()[0]})"
+    return None
+
+
+def count_parameters(name: str) -> int | None:
+    """Parameters in a model's safetensors weights (a local folder or the local hub cache); None when unknown."""
+    import math
+
+    from safetensors import safe_open
+
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(name, local_files_only=True))
+        except Exception:  # noqa: BLE001 -- not cached (or not a repo id): unknown, not an error
+            return None
+    files = _weight_files(folder, ("model.safetensors", "model.safetensors.index.json"))
+    if isinstance(files, str) or unreadable_weights(folder):
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="np") as weights:
+            total += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+    return total
+
+
 def find_model(name: str) -> str | None:
-    """Why `name` is not a usable model: None when it is a local folder with config.json or on the hub."""
+    """Why `name` is not a usable model: None when it is a local folder with config.json and weights, or on the hub."""
     if Path(name).expanduser().is_dir() or is_local_source(name):
-        return None if (Path(name).expanduser() / "config.json").is_file() else "no local folder with config.json"
+        if not (Path(name).expanduser() / "config.json").is_file():
+            return "no local folder with config.json"
+        return unreadable_weights(name)
     import huggingface_hub
     from huggingface_hub import constants
 
@@ -73,28 +149,31 @@ def resolve_backend(requested: str, cpu_only: bool = False) -> tuple[str, str]:
         if not has_cuda or cpu_only:
             raise BackendError("backend 'unsloth' needs a CUDA GPU, and torch sees none or --use_cpu is set (use --backend hf)")
         if not has_unsloth:
-            raise BackendError("backend 'unsloth' needs unsloth and vllm: pip install -r requirements.txt")
+            raise BackendError("backend 'unsloth' needs unsloth: pip install -r requirements.txt")
         return "unsloth", "requested with --backend unsloth"
     if requested == "hf":
         return "hf", "requested with --backend hf"
     if cpu_only:
         return "hf", "CPU run (--use_cpu, or --smoke)"
     if has_cuda and has_unsloth:
-        return "unsloth", "CUDA GPU and unsloth found"
+        return "unsloth", "CUDA GPU and unsloth found" + ("" if is_installed("vllm") else ", vllm not installed")
     if not has_cuda:
         return "hf", "no CUDA GPU: transformers + PEFT"
     return "hf", "unsloth is not installed: transformers + PEFT"
 
 
 def load_unsloth(script_args: Any, training_args: Any) -> tuple[Any, Any, None]:
-    """The blog's model: FastLanguageModel with vLLM fast inference, then Unsloth's LoRA."""
+    """The blog's model: FastLanguageModel with vLLM fast inference (unless turned off), then Unsloth's LoRA."""
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=script_args.model_name_or_path,
+        # The model the user named: Unsloth would otherwise swap in its own hub copy (unsloth/...), a second
+        # download whose name the saved adapter would then carry.
+        use_exact_model_name=True,
         max_seq_length=script_args.max_seq_length,
         load_in_4bit=script_args.load_in_4bit,
-        fast_inference=True,
+        fast_inference=script_args.fast_inference,
         max_lora_rank=script_args.lora_r,
         gpu_memory_utilization=script_args.gpu_memory_utilization,
     )
@@ -115,7 +194,17 @@ def load_hf(script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if training_args.bf16 else torch.float32}
+    from attention import GQA_SDPA, register
+
+    register()  # attention.GQA_SDPA: grouped-query SDPA that keeps the KV heads shared under a padding mask
+    attn_implementation = script_args.attn_implementation
+    if attn_implementation == GQA_SDPA and getattr(training_args, "use_transformers_continuous_batching", False):
+        # Continuous batching switches the model to "paged|<its attention>", which transformers has for sdpa.
+        attn_implementation = "sdpa"
+    model_kwargs: dict[str, Any] = {
+        "dtype": torch.bfloat16 if training_args.bf16 else torch.float32,
+        "attn_implementation": attn_implementation,
+    }
     if script_args.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

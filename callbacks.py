@@ -16,16 +16,25 @@ from run_metrics import METRICS_FILE
 class MetricsFileCallback(TrainerCallback):
     """Append every trainer log entry to `output_dir/metrics.jsonl`, so a run in progress can be plotted.
 
-    An evaluation on the held-out problems also gets its accuracies under eval/ names (heldout.py), with the
-    temperature they were sampled at.
+    The summary entry the Trainer logs when train() returns (train_runtime, ...) marks the run finished; after
+    a Ctrl-C (`interrupt`) it is left out, since the run is not. An evaluation on the held-out problems also
+    gets its accuracies under eval/ names (heldout.py), with the temperature they were sampled at.
     """
 
-    def __init__(self, output_dir: str | Path, eval_temperature: float | None = None):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        interrupt: GracefulInterruptCallback | None = None,
+        eval_temperature: float | None = None,
+    ):
         self.path = Path(output_dir) / METRICS_FILE
+        self.interrupt = interrupt
         self.eval_temperature = eval_temperature
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
+            return
+        if "train_runtime" in logs and self.interrupt is not None and self.interrupt.interrupted:
             return
         entry = {**logs, **heldout_metrics(logs, self.eval_temperature), "step": state.global_step, "epoch": state.epoch}
         with self.path.open("a") as f:
@@ -91,3 +100,79 @@ class GracefulInterruptCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+class CompletionsCallback(TrainerCallback):
+    """Each logged step's completions to `output_dir/completions/` (parquet), and now and then a short sample.
+
+    trl's own `log_completions` prints every sampled row with its whole prompt (the system prompt included) at
+    every logging step; this prints one question and a few of its completions, cut to a few lines, every
+    `every` logging steps (and at the first), and keeps everything else on disk. It reads the completions the
+    trainer collects for logging (`GRPOTrainer._logs`, filled at every generation in trl 1.15 and 1.16).
+    """
+
+    MAX_LINES = 4
+    MAX_WIDTH = 160
+
+    def __init__(self, trainer, output_dir: str | Path, every: int, show: int | None):
+        self.trainer = trainer
+        self.folder = Path(output_dir) / "completions"
+        self.every = every
+        self.show = show
+        self.last_step = -1
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        step = state.global_step
+        if not state.is_world_process_zero or not logs or "loss" not in logs or step == self.last_step:
+            return  # the end-of-training summary and evaluation entries carry no new completions
+        self.last_step = step
+        table = self._table(step)
+        if not table["completion"]:
+            return
+        import pandas as pd
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"completions_{step:05d}.parquet"
+        pd.DataFrame(table).to_parquet(path)
+        logged = step // max(args.logging_steps, 1)
+        if self.every > 0 and (logged == 1 or logged % self.every == 0):
+            print(self._sample(step, table, path), flush=True)
+
+    def _table(self, step: int) -> dict[str, list]:
+        logs = self.trainer._logs
+        rewards = {name: list(values) for name, values in logs["rewards"].items()}
+        return {
+            "step": [step] * len(logs["prompt"]),
+            "prompt": list(logs["prompt"]),
+            "completion": list(logs["completion"]),
+            **rewards,
+            "advantage": list(logs["advantages"]),
+        }
+
+    def _sample(self, step: int, table: dict[str, list], path: Path) -> str:
+        """One question and the first completions of its group, each cut to a few short lines."""
+        question = _text(table["prompt"][0], role="user")
+        rows = [i for i, prompt in enumerate(table["prompt"]) if prompt == table["prompt"][0]][: self.show or None]
+        names = [name for name in table if name not in ("step", "prompt", "completion", "advantage")]
+        lines = [f"step {step}: 1 question of {len(set(map(str, table['prompt'])))} ({len(table['completion'])} "
+                 f"completions in {path})", f"  question: {_cut(question, self.MAX_WIDTH)}"]  # fmt: skip
+        for number, row in enumerate(rows, start=1):
+            scores = ", ".join(f"{name} {table[name][row]:.2f}" for name in names)
+            lines.append(f"  completion {number} ({scores}; advantage {table['advantage'][row]:+.2f}):")
+            text = _text(table["completion"][row], role="assistant").strip().splitlines() or [""]
+            lines += [f"    {_cut(line, self.MAX_WIDTH)}" for line in text[: self.MAX_LINES]]
+            if len(text) > self.MAX_LINES:
+                lines.append(f"    [... {len(text) - self.MAX_LINES} more lines]")
+        return "\n".join(lines)
+
+
+def _text(value, role: str) -> str:
+    """The content of the last `role` message of a conversation (or the text itself)."""
+    if isinstance(value, str):
+        return value
+    contents = [m.get("content", "") for m in value if isinstance(m, dict) and m.get("role") == role]
+    return str(contents[-1]) if contents else str(value)
+
+
+def _cut(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."

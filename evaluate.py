@@ -32,15 +32,13 @@ without them.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from backends import find_model
+from backends import ADAPTER_WEIGHTS, count_parameters, find_model, unreadable_weights
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from generation import (
     Completion,
@@ -53,14 +51,23 @@ from generation import (
     vllm_lora_rank,
 )
 from prompts import SYSTEM_PROMPT
-from rewards import extract_xml_answer, is_correct, last_number, normalize_number
+from scoring import (  # noqa: F401  (score_completion: evaluate.py's scorer, importable from here too)
+    BLOG_STRICT,
+    MEANING,
+    cached_key,
+    example_record,
+    format_table,
+    load_cached_base,
+    score_completion,
+    shared_base_cache,
+    store_base,
+    summarize,
+    write_jsonl,
+)
 
 PROG = "evaluate.py"
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-BLOG_STRICT = {"base": 0.0887, "tuned": 0.6528}  # greedy GSM8K test accuracy reported by the blog
 SMOKE_MAX_NEW_TOKENS = 32
-FORMAT_TAGS = ("reasoning", "validate", "answer")
-METRICS = ("strict", "numeric", "flexible", "formatted", "mean_tokens", "cut_off")
 
 
 @dataclass
@@ -88,7 +95,10 @@ class EvalArguments:
     split: str = field(default="test", metadata={"help": "Dataset split to score."})
     limit: int | None = field(default=None, metadata={"help": "Score only the first N problems. Default: all."})
     batch_size: int | None = field(
-        default=None, metadata={"help": "Prompts per generate() call (hf backend). Default: 16 on CUDA, 8 on CPU."}
+        default=None,
+        metadata={
+            "help": "Prompts per generate() call (hf backend). Default: from the device's measured limits (roofline.py)."
+        },
     )
     max_new_tokens: int = field(
         default=512,
@@ -119,82 +129,6 @@ class InputError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Scoring: pure functions, no torch
-
-
-def is_formatted(text: str) -> bool:
-    """True when <reasoning>, <validate> and <answer> sections (opening and closing tags) appear in that order."""
-    position = 0
-    for tag in FORMAT_TAGS:
-        for marker in (f"<{tag}>", f"</{tag}>"):
-            position = text.find(marker, position)
-            if position < 0:
-                return False
-            position += len(marker)
-    return True
-
-
-def score_completion(completion: str, gold: str) -> dict[str, bool]:
-    """Score one completion against its gold answer: strict, numeric, flexible, formatted (all bools)."""
-    answer = extract_xml_answer(completion)
-    gold_number = normalize_number(gold)
-    flexible = last_number(completion)
-    return {
-        "strict": is_correct(answer, gold),
-        "numeric": is_correct(answer, gold, match="numeric"),
-        "flexible": flexible is not None and flexible == gold_number,
-        "formatted": is_formatted(completion),
-    }
-
-
-def example_record(index: int, question: str, gold: str, completion: str, tokens: int, cut_off: bool) -> dict[str, Any]:
-    """One JSONL line: the problem, the completion, what was extracted from it and its scores."""
-    answer = extract_xml_answer(completion)
-    return {
-        "index": index,
-        "question": question,
-        "gold": gold,
-        "completion": completion,
-        "answer": answer,
-        "answer_number": normalize_number(answer),
-        "last_number": last_number(completion),
-        **score_completion(completion, gold),
-        "tokens": tokens,
-        "cut_off": cut_off,
-    }
-
-
-def summarize(records: list[dict[str, Any]]) -> dict[str, float | int]:
-    """Per-model totals: the share of examples passing each score, mean completion tokens, share cut off."""
-    n = len(records)
-    totals: dict[str, float | int] = {"n": n}
-    for metric in METRICS:
-        key = "tokens" if metric == "mean_tokens" else metric
-        totals[metric] = sum(float(r[key]) for r in records) / n if n else 0.0
-    return totals
-
-
-def format_table(summaries: dict[str, dict[str, float | int]]) -> str:
-    """One row per model, one column per metric."""
-    columns = ("n", *METRICS)
-    lines = ["model  " + "  ".join(f"{c:>11}" for c in columns)]
-    for label, totals in summaries.items():
-        cells = [f"{totals['n']:>11d}"] + [
-            f"{totals[c]:>11.1f}" if c == "mean_tokens" else f"{totals[c]:>11.4f}" for c in METRICS
-        ]
-        lines.append(f"{label:<5}  " + "  ".join(cells))
-    return "\n".join(lines)
-
-
-MEANING = (
-    f"strict = the blog's metric (<answer> text == gold exactly; blog, all 1319 test problems: base "
-    f"{BLOG_STRICT['base']} -> tuned {BLOG_STRICT['tuned']}); numeric = <answer> read as a number; flexible = last "
-    f"number in the completion; formatted = reasoning/validate/answer tags in order; cut_off = share stopped by "
-    f"--max_new_tokens."
-)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Checks: everything that can be wrong is found here, before torch is imported
 
 
@@ -211,6 +145,10 @@ class Plan:
     smoke_model_dir: Path | None  # built after the checks with --smoke
 
 
+# What peft needs to rebuild a LoRA adapter (and vLLM to size its slots).
+ADAPTER_CONFIG_KEYS = ("r", "target_modules")
+
+
 def read_checkpoint(path: str) -> dict[str, Any] | None:
     """The adapter_config.json of an adapter folder, None for a full model folder; anything else is an InputError."""
     folder = Path(path).expanduser()
@@ -218,10 +156,22 @@ def read_checkpoint(path: str) -> dict[str, Any] | None:
         raise InputError(f"--checkpoint {path}: no such folder")
     if (folder / "adapter_config.json").is_file():
         try:
-            return json.loads((folder / "adapter_config.json").read_text())
+            config = json.loads((folder / "adapter_config.json").read_text())
         except (OSError, ValueError) as error:
             raise InputError(f"--checkpoint {path}: adapter_config.json cannot be read ({error})") from error
+        if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+            raise InputError(f"--checkpoint {path}: adapter_config.json does not describe a LoRA adapter (peft_type)")
+        missing = [key for key in ADAPTER_CONFIG_KEYS if not config.get(key)]
+        if missing:
+            raise InputError(f"--checkpoint {path}: adapter_config.json has no {', '.join(missing)}")
+        problem = unreadable_weights(folder, ADAPTER_WEIGHTS)
+        if problem:
+            raise InputError(f"--checkpoint {path}: {problem}")
+        return config
     if (folder / "config.json").is_file():
+        problem = unreadable_weights(folder)
+        if problem:
+            raise InputError(f"--checkpoint {path}: {problem}")
         return None
     raise InputError(
         f"--checkpoint {path}: holds neither a LoRA adapter (adapter_config.json) nor a model (config.json)"
@@ -300,56 +250,39 @@ def load_questions(plan: Plan, args: EvalArguments):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Results on disk: JSONL per model, summary.json, and the base model's cache
+# Time on the CPU
+
+
+# Batched greedy decoding of Qwen2.5-0.5B's shape (494M parameters) in float32 at evaluate.py's default batch
+# on a 2-core machine (docs/BENCHMARKS.md, "Generation on the transformers path": 36.0 tokens/s end to end at
+# batch 32): what a CPU evaluation of the real model costs. Decoding reads every weight once per token, so
+# another model's speed is taken as inversely proportional to its size.
+CPU_TOKENS_PER_SECOND = 36.0
+CPU_REFERENCE_PARAMETERS = 494_032_768
+CPU_WARNING_COMPLETIONS = 300
+CPU_WARNING_MINUTES = 10
+
+
+def cpu_time_warning(completions: int, max_new_tokens: int, parameters: int | None = None) -> str | None:
+    """A warning with the time to expect when more than a few hundred completions are to be generated on the CPU.
+
+    `parameters`: the model's size, when known (else that of Qwen2.5-0.5B). None: nothing worth a warning.
+    """
+    size = parameters or CPU_REFERENCE_PARAMETERS
+    tokens_per_second = CPU_TOKENS_PER_SECOND * CPU_REFERENCE_PARAMETERS / size
+    seconds = completions * max_new_tokens / tokens_per_second
+    if completions <= CPU_WARNING_COMPLETIONS or seconds < CPU_WARNING_MINUTES * 60:
+        return None
+    return (
+        f"warning: {completions} completions on the CPU, up to {max_new_tokens} tokens each: at "
+        f"~{tokens_per_second:.3g} tokens/s for a {size / 1e9:.2g}B-parameter model (measured: {CPU_TOKENS_PER_SECOND:g} tokens/s for 0.5B, "
+        f"float32, 2 cores) that is up to {seconds / 3600:.1f} hours. A CUDA GPU takes minutes; "
+        "--limit N scores only the first N problems."
+    )
 
 
 def log(message: str) -> None:
     print(f"[evaluate] {message}", file=sys.stderr, flush=True)
-
-
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def shared_base_cache(key: dict[str, Any]) -> Path:
-    """Where base results are kept across checkpoints: one folder per cache key, under $GRPO_EVAL_CACHE.
-
-    Each checkpoint gets its own output folder, so without this every comparison would regenerate the base.
-    """
-    root = Path(os.environ.get("GRPO_EVAL_CACHE", Path.home() / ".cache" / "grpo-home" / "eval")).expanduser()
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return root / digest
-
-
-def store_base(folder: Path, key: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    """Write base.jsonl and, last, the base.cache.json that marks them complete."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "base.jsonl", records)
-    (folder / "base.cache.json").write_text(json.dumps(key, indent=2) + "\n")
-
-
-def cached_key(folder: Path) -> dict[str, Any] | None:
-    """The settings the base results in `folder` were made with, or None."""
-    try:
-        return json.loads((folder / "base.cache.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def load_cached_base(output_dir: Path, key: dict[str, Any], questions) -> list[dict[str, Any]] | None:
-    """The base model's records from an earlier run with the same key, rescored with today's scorer; else None."""
-    if cached_key(output_dir) != key:
-        return None
-    try:
-        cached = [json.loads(line) for line in (output_dir / "base.jsonl").read_text().splitlines()]
-    except (OSError, ValueError):
-        return None
-    if [r["gold"] for r in cached] != list(questions["answer"]):
-        return None
-    return [
-        example_record(i, r["question"], r["gold"], r["completion"], r["tokens"], r["cut_off"])
-        for i, r in enumerate(cached)
-    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -394,7 +327,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # --- backend --------------------------------------------------------------------------------------------
     backend = resolve_backend(args.backend)
     on_cuda = cuda_available()
-    batch_size = args.batch_size or (16 if on_cuda else 8)
     vllm = VllmGenerator(plan.max_new_tokens, plan.lora_rank) if backend == "vllm" else None
     log(
         f"{len(questions)} problems from {plan.dataset_name} ({args.split}), backend {backend}, "
@@ -409,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if vllm is not None:
             completions: list[Completion] = vllm.generate(source, questions["prompt"])
         else:
-            completions = generate_hf(source, questions["prompt"], plan.max_new_tokens, batch_size)
+            completions = generate_hf(source, questions["prompt"], plan.max_new_tokens, args.batch_size)
         records = [
             example_record(i, row["question"], row["answer"], c.text, c.num_tokens, c.cut_off)
             for i, (row, c) in enumerate(zip(questions, completions))
@@ -436,6 +368,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"base: reusing {len(cached)} cached completions from {folder / 'base.jsonl'}")
             results["base"] = cached
             break
+    pending = (0 if "base" in results else len(questions)) + (len(questions) if plan.tuned is not None else 0)
+    warning = None if on_cuda else cpu_time_warning(pending, plan.max_new_tokens, count_parameters(plan.base.model))
+    if warning:
+        log(warning)
     if "base" not in results:
         (plan.output_dir / "base.cache.json").unlink(missing_ok=True)  # stale until the new results are written
         results["base"] = run(plan.base)
@@ -457,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "settings": {
             **cache_key,
             "checkpoint": checkpoint,
-            "batch_size": batch_size if backend == "hf" else None,
+            "batch_size": (args.batch_size or "auto") if backend == "hf" else None,
             "arguments": asdict(args),
         },
         "blog_strict": BLOG_STRICT,

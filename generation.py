@@ -5,12 +5,16 @@ the text without the end-of-turn token, the number of completion tokens (end-of-
 padding excluded) and whether it was cut off at `max_new_tokens`. Decoding is greedy with no repetition
 penalty on both: Qwen's generation_config.json asks for sampling and repetition_penalty=1.05, which vLLM
 ignores when it is given explicit SamplingParams, so the transformers path ignores it too.
+The transformers path loads the model with attention.py's grouped-query attention, runs the prompts' shared
+prefix (the system prompt) once and starts every batch from its KV cache, and by default batches as many
+prompts as roofline.py finds this device's decode worth (bench/generation_speed.py measures all three).
 torch, transformers, peft and vllm are imported inside the functions: importing this module is free.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,14 +153,21 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def load_hf_model(source: ModelSource) -> Any:
-    """The model on the best device: bf16 on a GPU that supports it, else float32; an adapter is merged in."""
+def load_hf_model(source: ModelSource, attn_implementation: str | None = None) -> Any:
+    """The model on the best device: bf16 on a GPU that supports it, else float32; an adapter is merged in.
+
+    Attention: attention.py's grouped-query SDPA unless `attn_implementation` names another ("sdpa", "eager").
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
+    from attention import register
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(source.model, dtype=dtype).to(device)
+    attn_implementation = attn_implementation or register()
+    model = AutoModelForCausalLM.from_pretrained(source.model, dtype=dtype, attn_implementation=attn_implementation)
+    model = model.to(device)
     if source.adapter:
         from peft import PeftModel
 
@@ -188,15 +199,37 @@ def generate_hf(
     source: ModelSource,
     messages_list: list[list[dict[str, str]]],
     max_new_tokens: int,
-    batch_size: int,
+    batch_size: int | None = None,
 ) -> list[Completion]:
-    """Greedy completions with transformers, in order; prompts are batched longest first."""
+    """Greedy completions with transformers, in order; prompts are batched longest first.
+
+    `batch_size` None: roofline.decode_batch_size, from this device's measured limits and the model's size.
+    """
     tokenizer = load_tokenizer(source.tokenizer)
     model = load_hf_model(source)
+    if batch_size is None:
+        from roofline import decode_batch_size, measure_limits
+
+        limits = measure_limits(model.device, model.dtype)
+        batch_size = decode_batch_size(model, limits, prompts=len(messages_list), context=512 + max_new_tokens)
+        print(f"{source.label}: batch size {batch_size} ({limits.describe()})", file=sys.stderr, flush=True)
     completions = generate_with_model(model, tokenizer, messages_list, max_new_tokens, batch_size, label=source.label)
     del model
     _free_memory()
     return completions
+
+
+# A shared prefix shorter than this is not worth a separate forward pass and a cache copy per batch.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix all `rows` start with, leaving every row at least one token of its own."""
+    first = rows[0]
+    length = min(len(row) for row in rows) - 1
+    for row in rows[1:]:
+        length = next((k for k in range(length) if row[k] != first[k]), length)
+    return max(length, 0)
 
 
 def generate_with_model(
@@ -206,10 +239,15 @@ def generate_with_model(
     max_new_tokens: int,
     batch_size: int,
     label: str = "generate",
+    share_prefix: bool = True,
 ) -> list[Completion]:
     """generate_hf's greedy loop on a model and tokenizer already loaded (bench/gpu_bench.py times it).
 
     `tokenizer` must pad on the left (load_tokenizer's); `model.generation_config` is replaced by the greedy one.
+    With `share_prefix`, the token prefix every prompt starts with (the chat template's system prompt) is run
+    through the model once, and each batch starts from a copy of its KV cache: each row is then
+    prefix + padding + its own tokens, the padding masked out and the positions counted from the attention mask,
+    so every row attends to exactly the tokens and positions it would alone.
     """
     import torch
     from tqdm.auto import tqdm
@@ -225,18 +263,57 @@ def generate_with_model(
     )
     texts = prompt_texts(tokenizer, messages_list)
     # The chat template already holds every special token the model expects: add none.
-    lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    token_ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     # Longest first: similar lengths share a batch (little padding) and an out-of-memory shows up at once.
-    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
     completions: list[Completion | None] = [None] * len(texts)
     with torch.inference_mode(), tqdm(total=len(texts), desc=label, unit="problem") as bar:
+        prefix = _prefix_cache(model, token_ids) if share_prefix else None
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            inputs = tokenizer(
-                [texts[i] for i in batch], padding=True, add_special_tokens=False, return_tensors="pt"
-            ).to(model.device)
-            output = model.generate(**inputs)
+            inputs, cache = _batch_inputs(tokenizer, [token_ids[i] for i in batch], prefix, model.device)
+            output = model.generate(**inputs, past_key_values=cache)
             for i, row in zip(batch, output[:, inputs["input_ids"].shape[1] :].tolist()):
                 completions[i] = to_completion(tokenizer, row, stop_ids)
             bar.update(len(batch))
     return completions  # type: ignore[return-value]
+
+
+def _prefix_cache(model: Any, token_ids: list[list[int]]) -> tuple[list[int], Any] | None:
+    """The shared prefix's ids and its KV cache (batch 1), or None when the prompts share too little."""
+    import torch
+    from transformers import DynamicCache
+
+    length = shared_prefix_length(token_ids)
+    if length < MIN_SHARED_PREFIX:
+        return None
+    prefix = token_ids[0][:length]
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([prefix], device=model.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return prefix, cache
+
+
+def _batch_inputs(
+    tokenizer: Any, rows: list[list[int]], prefix: tuple[list[int], Any] | None, device: Any
+) -> tuple[dict[str, Any], Any]:
+    """generate()'s input_ids and attention_mask for `rows`, and the cache to start from (None: an empty one).
+
+    Without a prefix: left padding. With one: prefix, then padding, then each row's own tokens; the batch
+    starts from a copy of the prefix cache repeated once per row.
+    """
+    import copy
+
+    import torch
+
+    prefix_ids, prefix_cache = prefix if prefix is not None else ([], None)
+    own = [row[len(prefix_ids) :] for row in rows]
+    width = max(len(tokens) for tokens in own)
+    pad = tokenizer.pad_token_id
+    input_ids = [prefix_ids + [pad] * (width - len(tokens)) + tokens for tokens in own]
+    mask = [[1] * len(prefix_ids) + [0] * (width - len(tokens)) + [1] * len(tokens) for tokens in own]
+    inputs = {"input_ids": torch.tensor(input_ids, device=device), "attention_mask": torch.tensor(mask, device=device)}
+    if prefix_cache is None:
+        return inputs, None
+    cache = copy.deepcopy(prefix_cache)  # generate() extends the cache it is given
+    cache.batch_repeat_interleave(len(rows))
+    return inputs, cache

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from evaluate import score_completion
+from scoring import score_completion
 from rewards import completion_text
 from run_metrics import ACCURACY_SCORES as SCORES
 # trl's key for each figure in an evaluation log -> the key metrics.jsonl and plot.py use.
@@ -45,34 +45,41 @@ def with_scorers(reward_funcs: list, reward_weights: list[float] | None) -> tupl
     return [*reward_funcs, *scorer_rewards()], [*weights, *[0.0] * len(SCORES)]
 
 
-def grpo_trainer_class() -> type:
-    """trl's GRPOTrainer, except that an evaluation logs its metrics only.
-
-    trl would otherwise save the held-out answers as that step's training completions
-    (completions/completions_N.parquet, overwriting the step's own) and print them as a training sample.
-    trl is imported here, not at the top: unsloth must be imported before it.
-    """
-    from trl import GRPOTrainer
-
-    class GRPOTrainerWithHeldOut(GRPOTrainer):
-        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            if self.model.training or not self.log_completions:
-                return super().log(logs, start_time)
-            self.log_completions = False
-            try:
-                return super().log(logs, start_time)
-            finally:
-                self.log_completions = True
-
-    return GRPOTrainerWithHeldOut
-
-
 def split_holdout(dataset: Any, size: int, seed: int) -> tuple[Any, Any]:
     """(training problems, `size` held-out problems): a seeded draw, disjoint from what is trained on."""
     if size >= len(dataset):
         raise ValueError(f"eval_holdout {size} leaves no problems to train on (the dataset has {len(dataset)})")
     parts = dataset.train_test_split(test_size=size, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
+
+
+def hold_out(dataset: Any, requested: int, training_args: Any, limit: int | None = None) -> tuple[Any, Any, str]:
+    """(training problems, held-out problems, a note for the console); ValueError when it cannot be done.
+
+    The held-out problems are set aside first; `limit` (--max_samples) then caps the training problems only.
+    A whole number of evaluation batches is kept aside: trl averages its evaluation metrics batch by batch, so
+    a smaller last batch would weigh its problems more than the others.
+    """
+    batch = training_args.per_device_eval_batch_size * max(training_args.world_size, 1)
+    size = requested - requested % batch
+    if size == 0:
+        raise ValueError(
+            f"eval_holdout {requested} is smaller than one evaluation batch ({batch}: per_device_eval_batch_size x "
+            "processes); raise --eval_holdout or lower --per_device_eval_batch_size"
+        )
+    try:
+        train_part, heldout = split_holdout(dataset, size, training_args.seed)
+    except ValueError as error:
+        raise ValueError(f"{error}; lower --eval_holdout (0 = off)") from None
+    if limit is not None and limit < len(train_part):
+        train_part = train_part.select(range(limit))
+    rounded = f" (eval_holdout {requested} rounded down to whole batches of {batch})" if size != requested else ""
+    every = f"every {training_args.eval_steps} steps" if training_args.eval_steps else "during training"
+    note = (
+        f"held-out: {size} training problems set aside{rounded}, scored {every} at temperature "
+        f"{training_args.temperature:g} (metrics eval/strict, ...)"
+    )
+    return train_part, heldout, note
 
 
 def heldout_metrics(logs: dict[str, Any], temperature: float | None = None) -> dict[str, Any]:

@@ -42,19 +42,26 @@ def spellings(name: str) -> set[str]:
     return {f"--{name}", f"--{name.replace('_', '-')}"}
 
 
+def negations(name: str) -> set[str]:
+    """HfArgumentParser's `--no_name` / `--no-name` for a boolean option whose default is true."""
+    return {f"--no_{name}", f"--no-{name.replace('_', '-')}"}
+
+
 def given(cli: list[str], name: str) -> bool:
-    """True when the flag `name` is on the command line, in either spelling."""
-    return any(arg.split("=", 1)[0] in spellings(name) for arg in cli)
+    """True when the flag `name` is on the command line, in either spelling (or as `--no_name`)."""
+    return any(arg.split("=", 1)[0] in spellings(name) | negations(name) for arg in cli)
 
 
 def flag_on(cli: list[str], name: str) -> bool:
-    """Value of a boolean flag as HfArgumentParser reads it: `--name`, `--name true`, `--name=false`."""
+    """Value of a boolean flag as HfArgumentParser reads it: `--name`, `--name true`, `--name=false`, `--no_name`."""
     value = None
     for i, arg in enumerate(cli):
         key, _, inline = arg.partition("=")
         if key in spellings(name):
             following = cli[i + 1].lower() if i + 1 < len(cli) else ""
             value = inline.lower() if inline else following if following in ("true", "false", "yes", "no", "1", "0") else "true"
+        elif key in negations(name):
+            value = "false"
     return value in ("true", "yes", "1")
 
 
@@ -79,6 +86,7 @@ class Layers:
     config: dict[str, Any]
     cli: list[str]
     origin: dict[str, str] = field(default_factory=dict)  # option -> "recipe.yaml", "--smoke", "my.yaml", "a note"
+    config_file: str | None = None  # the user's --config file, as written
 
     def set(self, name: str, value: Any, why: str) -> None:
         """Change a default (e.g. switch off what the machine cannot run), remembering why."""
@@ -89,11 +97,15 @@ class Layers:
         """Which layer the value of `name` comes from, in the user's words."""
         for arg in self.cli:
             flag = arg.split("=", 1)[0]
-            if flag in spellings(name):
+            if flag in spellings(name) | negations(name):
                 return f"{flag} on the command line"
         if name in self.origin:
             return self.origin[name]
         return "default"
+
+    def from_user(self, name: str) -> bool:
+        """True when the user chose `name`'s value: a flag or a key of their --config file (not the recipe, a preset)."""
+        return given(self.cli, name) or (self.config_file is not None and self.origin.get(name) == self.config_file)
 
 
 def read_layers(argv: list[str], recipe: Path, presets: dict[str, dict[str, Any]] | None = None) -> Layers:
@@ -101,7 +113,7 @@ def read_layers(argv: list[str], recipe: Path, presets: dict[str, dict[str, Any]
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
     known, cli = pre.parse_known_args(argv)
-    layers = Layers({}, cli)
+    layers = Layers({}, cli, config_file=known.config)
 
     def merge(values: dict[str, Any], source: str) -> None:
         for key, value in values.items():
@@ -224,7 +236,8 @@ def _print_help(parser: argparse.ArgumentParser, keep: set[str] | None) -> None:
     for action in parser._actions:
         if not action.option_strings:
             continue
-        if keep is not None and action.dest not in keep:
+        negated = action.option_strings[0].startswith("--no_")  # HfArgumentParser's twin of a true-by-default flag
+        if keep is not None and (action.dest not in keep or negated):
             action.help = argparse.SUPPRESS
         action.option_strings = action.option_strings[:1]  # the dashed spelling works too: said in the epilog
         if action.choices and len(action.choices) > 6:

@@ -1,4 +1,4 @@
-"""Draw a training run's curves, and a base-vs-tuned accuracy bar chart, as PNG files.
+"""Draw a training run's curves, and a base-vs-tuned accuracy bar chart (plot_eval.py), as PNG files.
 
     # Curves of a run (finished or still training): RUN_DIR/plots/*.png
     python plot.py outputs/qwen-grpo
@@ -26,7 +26,6 @@ tests, and importing `load_metrics` does not import matplotlib.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -36,7 +35,6 @@ from typing import Any
 
 from run_metrics import (
     ACCURACY_SCORES,
-    _is_number,
     heldout_entries,
     existing_metrics_file,
     metrics_path,
@@ -45,6 +43,7 @@ from run_metrics import (
     series,
     step_entries,
 )
+from plot_eval import EVAL_SUMMARY_FILE, PLOTS_SUBDIR, PlotError, new_figure, plot_eval
 from run_metrics import (  # noqa: F401  (still importable from here)
     METRICS_FILE,
     STEP_KEY_PREFIXES,
@@ -53,16 +52,8 @@ from run_metrics import (  # noqa: F401  (still importable from here)
     load_metrics,
 )
 
-EVAL_SUMMARY_FILE = "summary.json"
-PLOTS_SUBDIR = "plots"
 # Keys of the run's final summary entry, logged once training ends: the run is finished.
 FINISHED_KEYS = ("train_runtime", "train_loss")
-EVAL_METRICS = ("strict", "numeric", "flexible", "formatted")
-
-
-class PlotError(Exception):
-    """An input that cannot be plotted; the message is one line naming the file and what is wrong."""
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Smoothing
@@ -103,16 +94,7 @@ class Style:
     status: str = ""
 
 
-def _new_figure(n_panels: int, ncols: int = 2, panel_size: tuple[float, float] = (6.0, 3.6)) -> tuple[Any, list]:
-    from matplotlib.figure import Figure  # no pyplot: no backend selection, no global figure registry
-
-    ncols = max(1, min(ncols, n_panels))
-    nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    for extra in axes[n_panels:]:
-        extra.set_visible(False)
-    return fig, axes[:n_panels]
+_new_figure = new_figure
 
 
 def _curve(
@@ -123,14 +105,18 @@ def _curve(
     color: str,
     style: Style,
     std: list[float] | None = None,
+    **line: Any,
 ) -> None:
-    """The raw series faint, its EMA on top, and a shaded ±std band around the EMA when `std` is given."""
+    """The raw series faint, its EMA on top, and a shaded ±std band around the EMA when `std` is given.
+
+    `line`: matplotlib line properties of the EMA line (linestyle, linewidth, marker, ...).
+    """
     weight = auto_smoothing(len(values)) if style.smoothing is None else style.smoothing
     smooth = ema(values, weight)
     if weight > 0:
         ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
         label = f"{label} (EMA {weight:.2f})"
-    ax.plot(steps, smooth, color=color, linewidth=1.8, label=label)
+    ax.plot(steps, smooth, color=color, label=label, **{"linewidth": 1.8, **line})
     if std is not None:
         # The band is the spread of rewards across the step's completions, smoothed like the mean.
         spread = ema(std, weight)
@@ -191,27 +177,48 @@ def plot_rewards(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style)
     return _save(fig, style, "rewards", out_dir / "rewards.png")
 
 
-def plot_completion_lengths(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
-    """Mean / min / max completion length in tokens, and the share cut off at max_completion_length."""
-    lines = [
-        ("max", "completions/max_length", "C3"),
-        ("mean", "completions/mean_length", "C0"),
-        ("min", "completions/min_length", "C2"),
-        ("mean of terminated", "completions/mean_terminated_length", "C1"),
-    ]
-    lines = [line for line in lines if series(entries, line[1])[0]]
+# Each length series drawn over the previous ones, thinner and broken (dashes, dots), so that lines of equal
+# values (all completions cut at the limit: max = mean = min) still show every colour.
+LENGTH_LINES = (
+    ("max", "completions/max_length", "C3", {"linewidth": 3.2}),
+    ("mean", "completions/mean_length", "C0", {"linewidth": 2.4, "linestyle": (0, (6, 4))}),
+    ("min", "completions/min_length", "C2", {"linewidth": 2.0, "linestyle": (3, (2, 5))}),
+    ("mean of terminated", "completions/mean_terminated_length", "C1",
+     {"linewidth": 1.4, "linestyle": (0, (8, 3, 1, 3)), "marker": "o", "markersize": 3}),
+)  # fmt: skip
+
+
+def terminated_lengths(entries: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """The mean length of completions that ended on their own, NaN at steps where none did.
+
+    trl logs 0 there (every completion was cut at max_completion_length): not a length, an undefined mean.
+    """
+    steps, values = series(entries, "completions/mean_terminated_length")
+    clipped = dict(zip(*series(entries, "completions/clipped_ratio")))
+    return steps, [math.nan if value == 0 or clipped.get(step, 0) >= 1 else value for step, value in zip(steps, values)]
+
+
+def completion_length_figure(entries: Sequence[dict[str, Any]], style: Style) -> Any | None:
+    """The completion-length figure (see plot_completion_lengths); None when nothing of it was logged."""
+    lines = []
+    for label, key, color, line in LENGTH_LINES:
+        steps, values = terminated_lengths(entries) if key.endswith("terminated_length") else series(entries, key)
+        if any(math.isfinite(value) for value in values):
+            lines.append((label, steps, values, color, line))
     clipped = series(entries, "completions/clipped_ratio")
     if not lines and not clipped[0]:
         return None
     fig, (ax,) = _new_figure(1, panel_size=(9.0, 4.8))
-    for label, key, color in lines:
-        _curve(ax, *series(entries, key), label, color, style)
+    for label, steps, values, color, line in lines:
+        _curve(ax, steps, values, label, color, style, **line)
     ax.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()
     if clipped[0]:
         # A second axis: a fraction next to token counts would be flattened on one scale.
         right = ax.twinx()
-        _curve(right, clipped[0], [100 * v for v in clipped[1]], "clipped at max_completion_length", "C7", style)
+        # Thin and dotted: at 100 % it can sit right on the length lines.
+        _curve(right, clipped[0], [100 * v for v in clipped[1]], "clipped at max_completion_length", "C7", style,
+               linewidth=1.2, linestyle=":")  # fmt: skip
         right.set_ylabel("completions clipped (%)")
         right.set_ylim(0, 105)
         handles += right.get_legend_handles_labels()[0]
@@ -219,7 +226,14 @@ def plot_completion_lengths(entries: Sequence[dict[str, Any]], out_dir: Path, st
     _finish(ax, "", "completion length (tokens)", legend=False)
     # Below the axes: inside, it would cover the max-length line that sits at the top.
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small")
-    return _save(fig, style, "completion length", out_dir / "completion_length.png")
+    return fig
+
+
+def plot_completion_lengths(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style) -> Path | None:
+    """Max / mean / min completion length in tokens, the mean of those that ended on their own (where any did),
+    and the share cut off at max_completion_length."""
+    fig = completion_length_figure(entries, style)
+    return None if fig is None else _save(fig, style, "completion length", out_dir / "completion_length.png")
 
 
 def _plot_panels(
@@ -324,110 +338,6 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, smoothing: 
     written = [p for plotter in PLOTTERS if (p := plotter(steps, out_dir, style)) is not None]
     accuracy = plot_heldout_accuracy(steps, heldout_entries(entries), out_dir, style)
     return written + ([accuracy] if accuracy else [])
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Evaluation summary
-
-
-@dataclass
-class ModelScores:
-    """One evaluated model: its accuracies (0-1) by metric name, and what else the summary says about it."""
-
-    name: str
-    accuracies: dict[str, float]
-    n: int | None = None
-    mean_tokens: float | None = None
-    cut_off: float | None = None
-
-
-def parse_eval_summary(summary: Any) -> list[ModelScores]:
-    """Read evaluate.py's summary.json; every assumption about its layout is here, in one place.
-
-    Expected: {"models": {"base": {"strict": 0.1, "numeric": ..., "flexible": ..., "formatted": ...,
-    "mean_tokens": 200.0, "cut_off": 0.1, "n": 1319}, "tuned": {...}}, ...}. Also accepted: the model
-    dict at the top level, "models" as a list of dicts with a "name", and a metric given as
-    {"accuracy": x}. Models without any of the metrics are left out.
-    """
-    if not isinstance(summary, dict):
-        raise PlotError("the evaluation summary is not a JSON object")
-    models = summary.get("models", summary)
-    if isinstance(models, list):
-        models = {str(m.get("name", f"model {i}")): m for i, m in enumerate(models, 1) if isinstance(m, dict)}
-    if not isinstance(models, dict):
-        raise PlotError("the evaluation summary's 'models' is neither an object nor a list")
-
-    def number(value: Any) -> float | None:
-        if isinstance(value, dict):
-            value = value.get("accuracy", value.get("mean"))
-        return float(value) if _is_number(value) and math.isfinite(value) else None
-
-    scores = []
-    for name, fields in models.items():
-        if not isinstance(fields, dict):
-            continue
-        accuracies = {m: v for m in EVAL_METRICS if (v := number(fields.get(m))) is not None}
-        if accuracies:
-            n = number(fields.get("n"))
-            scores.append(
-                ModelScores(
-                    str(name),
-                    accuracies,
-                    int(n) if n is not None else None,
-                    number(fields.get("mean_tokens")),
-                    number(fields.get("cut_off")),
-                )
-            )
-    if not scores:
-        raise PlotError(f"the evaluation summary has no model with any of {', '.join(EVAL_METRICS)}")
-    return scores
-
-
-def _model_label(model: ModelScores) -> str:
-    details = []
-    if model.n is not None:
-        details.append(f"n={model.n}")
-    if model.mean_tokens is not None:
-        details.append(f"{model.mean_tokens:.0f} tokens on average")
-    if model.cut_off is not None:
-        details.append(f"{100 * model.cut_off:.1f}% cut off")
-    return f"{model.name} ({', '.join(details)})" if details else model.name
-
-
-def plot_eval(summary_path: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Grouped bars: one group per accuracy metric, one bar per model. Raises PlotError on bad input."""
-    summary_path = Path(summary_path)
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlotError(f"{summary_path}: evaluation summary not found") from None
-    except (OSError, ValueError) as error:
-        raise PlotError(f"{summary_path}: not readable JSON ({error})") from None
-    try:
-        models = parse_eval_summary(summary)
-    except PlotError as error:
-        raise PlotError(f"{summary_path}: {error}") from None
-
-    metrics = [m for m in EVAL_METRICS if any(m in model.accuracies for model in models)]
-    fig, (ax,) = _new_figure(1, panel_size=(max(7.0, 1.6 * len(metrics) * len(models)), 4.8))
-    width = 0.8 / len(models)
-    for index, model in enumerate(models):
-        xs = [i + (index - (len(models) - 1) / 2) * width for i, m in enumerate(metrics) if m in model.accuracies]
-        heights = [model.accuracies[m] for m in metrics if m in model.accuracies]
-        bars = ax.bar(xs, heights, width, label=_model_label(model), color=f"C{index}")
-        ax.bar_label(bars, fmt="%.3f", fontsize="small", padding=2)
-    ax.set_xticks(range(len(metrics)), metrics)
-    top = max(v for model in models for v in model.accuracies.values())
-    ax.set_ylim(0, max(1.0, top) * 1.1)  # room for the labels; > 1 means the summary was not 0-1 after all
-    ax.set_ylabel("accuracy (fraction of problems, 0-1)")
-    ax.set_xlabel("answer check")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left")
-    fig.suptitle(f"{summary_path.resolve().parent.name}: evaluation accuracy by model", fontsize="large")
-    out = (Path(out_dir) if out_dir else summary_path.parent / PLOTS_SUBDIR) / "eval_accuracy.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

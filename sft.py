@@ -30,6 +30,7 @@ metrics.jsonl. --resume continues the newest checkpoint; Ctrl-C saves one and ex
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,8 @@ import options
 from backends import BackendError, find_model
 from options import ConfigError, exit_with, flag_on, given, read_layers
 from smoke import SAMPLE_DATA_DIR
-from train import adapt_to_machine, find_checkpoint, main_process_print, save_run_config
+from checks import adapt_to_machine, check_device, find_checkpoint
+from runs import main_process_print, save_run_config, stop_interrupted
 
 REPO_DIR = Path(__file__).resolve().parent
 RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-sft.yaml"
@@ -83,7 +85,7 @@ class SFTScriptArguments:
     dataset_config: str = field(default="main", metadata={"help": "Hub dataset configuration."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     max_samples: int | None = field(
-        default=None, metadata={"help": "Use only this many examples (after shuffling). Default: all."}
+        default=None, metadata={"help": "Use only this many examples (after shuffling); none: all of them."}
     )
     use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (false: fine-tune every weight)."})
     lora_r: int = field(default=32, metadata={"help": "LoRA rank."})
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         script_args, training_args, notes = parse_args(argv)
+        check_device(script_args, training_args)
         check_config(script_args, training_args)
         resume_from = find_checkpoint(script_args, training_args)
     except (ConfigError, BackendError, ValueError) as error:
@@ -214,21 +217,20 @@ def main(argv: list[str] | None = None) -> None:
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsFileCallback(training_args.output_dir), interrupt],
+        callbacks=[MetricsFileCallback(training_args.output_dir, interrupt), interrupt],
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
     if resume_from:
-        trim_metrics(training_args.output_dir, int(Path(resume_from).name.split("-")[-1]))
+        trim_metrics(training_args.output_dir, int(json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]))
         main_process_print(f"resuming from {resume_from}")
-    trainer.train(resume_from_checkpoint=resume_from)
-    output_dir = training_args.output_dir
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except KeyboardInterrupt:
+        stop_interrupted(argv, training_args, trainer.state.global_step, saved=False, prog=PROG)
     if interrupt.interrupted:
-        main_process_print(
-            f"\ninterrupted at step {trainer.state.global_step}: checkpoint in {output_dir}/checkpoint-"
-            f"{trainer.state.global_step}; continue with the same command and --resume"
-        )
-        raise SystemExit(130)
+        stop_interrupted(argv, training_args, trainer.state.global_step, saved=True, prog=PROG)
+    output_dir = training_args.output_dir
 
     # Save: what evaluate.py scores and what train.py starts GRPO from.
     trainer.save_model(output_dir)

@@ -12,15 +12,19 @@
     # Continue the newest checkpoint in output_dir; write a merged 16-bit model at the end
     python train.py --resume --save_merged
 
-    # Several GPUs (or `--cpu` processes): data-parallel, or DeepSpeed via an accelerate config
+    # Several GPUs: data-parallel, or DeepSpeed via an accelerate config
     accelerate launch --num_processes 2 train.py --backend hf
     # Or generation on a vLLM server (one GPU) and training on the others:
     #   CUDA_VISIBLE_DEVICES=0 trl vllm-serve --model Qwen/Qwen2.5-0.5B-Instruct
     #   CUDA_VISIBLE_DEVICES=1,2 accelerate launch --num_processes 2 train.py --backend hf --vllm_mode server
+    # Two processes on the CPU (`accelerate launch --cpu` would start only one)
+    torchrun --nproc_per_node 2 train.py --smoke
 
+Without a CUDA GPU the real run is refused (one line says why) unless --use_cpu or --smoke is given.
 Output in output_dir: checkpoint-N/ every save_steps, then the LoRA adapter + tokenizer (loadable by
 evaluate.py and plain peft), run_config.json (the resolved configuration), metrics.jsonl (every log entry,
-written as training goes) and, with --save_merged, merged/ (a full 16-bit model).
+written as training goes), completions/ (each logged step's completions) and, with --save_merged, merged/
+(a full 16-bit model). Ctrl-C saves a checkpoint and exits with code 130; --resume continues it.
 """
 
 from __future__ import annotations
@@ -28,17 +32,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import data
 import options
 import rewards
-from backends import BACKENDS, BackendError, bf16_supported, cuda_available, find_model, is_installed, resolve_backend
-from heldout import grpo_trainer_class, split_holdout, with_scorers
-from options import ConfigError, Layers, exit_with, flag_on, given, read_layers
+from attention import GQA_SDPA
+from backends import BACKENDS, BackendError, resolve_backend
+from checks import (
+    adapt_to_machine,
+    check_config,
+    check_device,
+    check_steps,
+    check_unsloth_settings,
+    find_checkpoint,
+)
+from heldout import hold_out, with_scorers
+from options import ConfigError, exit_with, flag_on, given, read_layers
+from runs import is_main_process, main_process_print, save_run_config, stop_interrupted
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -62,7 +77,7 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(
     use_vllm=False,
     gradient_checkpointing=False,
     eval_holdout=4,  # of the 16 sample problems
-    per_device_eval_batch_size=4,
+    per_device_eval_batch_size=2,  # 2 batches on one process, 1 on each of 2
     eval_steps=2,
 )
 
@@ -78,11 +93,25 @@ class ScriptArguments:
     )
     max_seq_length: int = field(default=1024, metadata={"help": "Longest prompt + completion, in tokens."})
     load_in_4bit: bool = field(default=False, metadata={"help": "Load the base model in 4 bit (CUDA, bitsandbytes)."})
+    attn_implementation: str = field(
+        default=GQA_SDPA,
+        metadata={
+            "help": f"hf backend attention: {GQA_SDPA} (attention.py: SDPA without copying the KV heads), sdpa, eager.",
+            "choices": [GQA_SDPA, "sdpa", "eager", "flash_attention_2"],
+        },
+    )
     lora_r: int = field(default=32, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "Module names that get LoRA adapters."},
+    )
+    fast_inference: bool = field(
+        default=True,
+        metadata={
+            "help": "unsloth backend: generate with Unsloth's in-process vLLM engine (true), or with Unsloth's own "
+            "generate (false: no vllm needed, slower). Off by itself when vllm is not installed."
+        },
     )
     gpu_memory_utilization: float = field(
         default=0.8,
@@ -115,22 +144,33 @@ class ScriptArguments:
             "(metrics eval/strict, ...). 0 = no held-out evaluation."
         },
     )
+    print_sample_every: int = field(
+        default=10,
+        metadata={
+            "help": "Print one question and a few of its completions (num_completions_to_print) every N logging "
+            "steps and at the first, 0: never. Every logged step's completions go to output_dir/completions/."
+        },
+    )
+
+
+def smoke_builds_model(script_args: ScriptArguments) -> bool:
+    """--smoke without a model of the user's: the run builds its tiny random model in output_dir."""
+    return script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
+
+
+def clear_smoke_folder(script_args: ScriptArguments, training_args) -> None:
+    """--smoke in its own folder (outputs/smoke) is a throwaway check: each one starts that folder afresh."""
+    own_folder = Path(training_args.output_dir) == Path(SMOKE_OVERRIDES["output_dir"])
+    if not script_args.smoke or not own_folder or script_args.resume or training_args.resume_from_checkpoint:
+        return
+    with training_args.main_process_first(desc="a fresh smoke folder"):
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0 and Path(training_args.output_dir).exists():
+            shutil.rmtree(training_args.output_dir)
 
 
 def fail(message: str) -> None:
     """Print one error line and exit with code 2, as argparse does."""
     exit_with("train.py", message)
-
-
-def is_main_process() -> bool:
-    """False on every process but the first when several are launched (accelerate launch, torchrun)."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
-
-
-def main_process_print(*args: Any) -> None:
-    """print() on the main process only (accelerate launch starts several)."""
-    if is_main_process():
-        print(*args, flush=True)
 
 
 # --- configuration: recipe < --smoke < --config file < command line -----------------------------------------
@@ -142,24 +182,6 @@ COMMON_TRAINER_OPTIONS = (
     "temperature", "beta", "loss_type", "reward_weights", "logging_steps", "save_steps", "eval_steps", "bf16",
     "optim", "use_vllm", "vllm_mode", "vllm_gpu_memory_utilization", "use_cpu", "report_to", "log_completions",
 )
-
-
-def adapt_to_machine(layers: Layers, backend: str, use_cpu: bool) -> list[str]:
-    """Turn off recipe settings this machine cannot run (unless given on the command line); returns notes."""
-    notes = []
-    config, cli = layers.config, layers.cli
-    on_gpu = cuda_available() and not use_cpu
-    if config.get("bf16") and not (on_gpu and bf16_supported()) and not given(cli, "bf16"):
-        notes.append("bf16 off: no bf16-capable GPU in use, training in float32")
-        layers.set("bf16", False, notes[-1])
-    if "8bit" in str(config.get("optim", "")) and not (on_gpu and is_installed("bitsandbytes")) and not given(cli, "optim"):
-        notes.append(f"optim {config['optim']} needs bitsandbytes on a GPU: using adamw_torch")
-        layers.set("optim", "adamw_torch", notes[-1])
-    vllm_possible = on_gpu and is_installed("vllm")
-    if config.get("use_vllm") and backend == "hf" and not vllm_possible and not given(cli, "use_vllm"):
-        notes.append("use_vllm off: vLLM needs a CUDA GPU and the vllm package; generating with transformers")
-        layers.set("use_vllm", False, notes[-1])
-    return notes
 
 
 def parse_args(argv: list[str]):
@@ -188,103 +210,8 @@ def parse_args(argv: list[str]):
         curated=COMMON_TRAINER_OPTIONS,
         epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
     )
+    check_unsloth_settings(layers, backend, script_args.fast_inference, training_args)
     return script_args, training_args, backend, notes
-
-
-# --- checks that need no model ---------------------------------------------------------------------------
-
-
-def check_config(script_args: ScriptArguments, training_args) -> list:
-    """Everything that can be wrong before a model loads (raises ConfigError); returns the reward functions."""
-    reward_funcs = rewards.get_reward_funcs(script_args.reward_funcs)  # bad names: ValueError
-    if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
-        raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
-    smoke_builds_model = script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
-    problem = None if smoke_builds_model else find_model(script_args.model_name_or_path)
-    if problem:
-        raise ConfigError(
-            f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path with a local "
-            "folder (config.json, weights, tokenizer) or a hub name"
-        )
-    weights = training_args.reward_weights
-    if weights is not None and len(weights) != len(script_args.reward_funcs):
-        raise ConfigError(f"{len(weights)} reward_weights for {len(script_args.reward_funcs)} reward_funcs")
-    if script_args.max_prompt_length < 1 or training_args.max_completion_length < 1:
-        raise ConfigError("max_prompt_length and max_completion_length must be positive")
-    total = script_args.max_prompt_length + training_args.max_completion_length
-    if total > script_args.max_seq_length:
-        raise ConfigError(
-            f"max_prompt_length + max_completion_length = {total} exceeds max_seq_length {script_args.max_seq_length}"
-        )
-    if not 0 < script_args.gpu_memory_utilization <= 1:
-        raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {script_args.gpu_memory_utilization}")
-    if script_args.max_samples is not None and script_args.max_samples < 1:
-        raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
-    check_heldout_settings(script_args, training_args)
-    output_dir = Path(training_args.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
-    return reward_funcs
-
-
-def check_heldout_settings(script_args: ScriptArguments, training_args) -> None:
-    """Held-out evaluation runs when eval_holdout > 0 (trl's eval loop then needs eval_strategy); 0 turns it off."""
-    from transformers.trainer_utils import IntervalStrategy
-
-    if script_args.eval_holdout < 0:
-        raise ConfigError(f"eval_holdout must be 0 (off) or a number of problems, got {script_args.eval_holdout}")
-    if script_args.eval_holdout == 0:
-        training_args.eval_strategy, training_args.do_eval = IntervalStrategy.NO, False
-        training_args.eval_on_start = False
-    elif training_args.eval_strategy == IntervalStrategy.NO:
-        raise ConfigError("eval_strategy 'no' with eval_holdout > 0: pass --eval_holdout 0 to train without evaluation")
-
-
-def find_checkpoint(script_args: ScriptArguments, training_args) -> str | None:
-    """The checkpoint to resume from, if --resume; refuses to silently train over existing checkpoints."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(training_args.output_dir)
-    if script_args.resume and last is None:
-        raise ConfigError(f"--resume: no checkpoint-* folder in {training_args.output_dir}")
-    if not script_args.resume and last is not None:
-        raise ConfigError(
-            f"{training_args.output_dir} already holds {Path(last).name}: pass --resume to continue it, "
-            "or choose another --output_dir"
-        )
-    return last
-
-
-def save_run_config(script_args: ScriptArguments, training_args, backend: str) -> None:
-    """Write the resolved configuration next to the outputs."""
-    config = {"backend": backend, "script": asdict(script_args), "training": training_args.to_dict()}
-    Path(training_args.output_dir, "run_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-
-
-def hold_out(dataset, script_args: ScriptArguments, training_args) -> tuple[Any, Any, str]:
-    """(training problems, held-out problems, a note): a whole number of evaluation batches is kept aside.
-
-    trl averages its evaluation metrics batch by batch, so a smaller last batch would weigh its problems more.
-    """
-    batch = training_args.per_device_eval_batch_size * max(training_args.world_size, 1)
-    size = script_args.eval_holdout - script_args.eval_holdout % batch
-    if size == 0:
-        fail(f"eval_holdout {script_args.eval_holdout} is smaller than one evaluation batch ({batch}: "
-             "per_device_eval_batch_size x processes); raise --eval_holdout or lower --per_device_eval_batch_size")  # fmt: skip
-    try:
-        train_part, heldout = split_holdout(dataset, size, training_args.seed)
-    except ValueError as error:
-        fail(f"{error}; lower --eval_holdout (0 = off)")
-    rounded = f" (eval_holdout {script_args.eval_holdout} rounded down to whole batches of {batch})" if size != script_args.eval_holdout else ""
-    every = f"every {training_args.eval_steps} steps" if training_args.eval_steps else "during training"
-    note = (f"held-out: {size} training problems set aside{rounded}, scored {every} at temperature "
-            f"{training_args.temperature:g} (metrics eval/strict, ...)")  # fmt: skip
-    return train_part, heldout, note
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -295,7 +222,9 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         script_args, training_args, backend, notes = parse_args(argv)
-        reward_funcs = check_config(script_args, training_args)
+        check_device(script_args, training_args)  # first: the hub lookups of the model check can take a while
+        clear_smoke_folder(script_args, training_args)
+        reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)
     except (ConfigError, BackendError, ValueError) as error:
         fail(str(error))
@@ -305,10 +234,12 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     # Data (and the tokenizer that measures prompts) before the model: a bad dataset fails in seconds.
     from transformers import AutoTokenizer
 
-    if script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path:
+    if smoke_builds_model(script_args):
         from smoke import build_tiny_model
 
-        script_args.model_name_or_path = str(build_tiny_model(Path(training_args.output_dir).resolve() / "base-model"))
+        with training_args.main_process_first(desc="the tiny model"):  # one process builds it, the others load it
+            model_dir = build_tiny_model(Path(training_args.output_dir).resolve() / "base-model")
+        script_args.model_name_or_path = str(model_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
     except OSError as error:
@@ -318,7 +249,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
             split=script_args.dataset_train_split,
             dataset_name=script_args.dataset_name,
             config=script_args.dataset_config,
-            limit=script_args.max_samples,
+            limit=None if script_args.eval_holdout else script_args.max_samples,  # held-out problems come first
             seed=training_args.seed,
             max_prompt_tokens=script_args.max_prompt_length,
             tokenizer=tokenizer,
@@ -327,30 +258,44 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         fail(str(error))
     heldout = None
     if script_args.eval_holdout:
-        train_dataset, heldout, note = hold_out(train_dataset, script_args, training_args)
+        try:
+            train_dataset, heldout, note = hold_out(
+                train_dataset, script_args.eval_holdout, training_args, limit=script_args.max_samples
+            )
+        except ValueError as error:
+            fail(str(error))
         reward_funcs, training_args.reward_weights = with_scorers(reward_funcs, training_args.reward_weights)
         main_process_print(note)
         if is_main_process():
             heldout.select_columns(["question", "answer"]).to_json(Path(training_args.output_dir) / "heldout.jsonl")
+    try:
+        steps = check_steps(len(train_dataset), script_args, training_args)
+    except ConfigError as error:
+        fail(str(error))
     main_process_print(
         f"data: {len(train_dataset)} problems from {script_args.dataset_name}; "
-        f"rewards: {', '.join(script_args.reward_funcs)}"
+        f"rewards: {', '.join(script_args.reward_funcs)}; {steps} optimizer steps"
     )
 
     # Model and trainer.
     from trl import GRPOTrainer
 
     from backends import load_model
-    from callbacks import GracefulInterruptCallback, HeldOutAccuracyCallback, MetricsFileCallback, trim_metrics
+    from callbacks import (
+        CompletionsCallback,
+        GracefulInterruptCallback,
+        HeldOutAccuracyCallback,
+        MetricsFileCallback,
+        trim_metrics,
+    )
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
     save_run_config(script_args, training_args, backend)
+    interrupt = GracefulInterruptCallback()
     eval_temperature = training_args.temperature if heldout is not None else None
-    callbacks = [MetricsFileCallback(training_args.output_dir, eval_temperature), GracefulInterruptCallback()]
-    if heldout is not None:
-        callbacks.append(HeldOutAccuracyCallback(len(heldout), training_args.temperature))
-    trainer_class = grpo_trainer_class() if heldout is not None else GRPOTrainer
-    trainer = trainer_class(
+    callbacks = [MetricsFileCallback(training_args.output_dir, interrupt, eval_temperature), interrupt]
+    heldout_progress = HeldOutAccuracyCallback(len(heldout), training_args.temperature) if heldout is not None else None
+    trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -358,15 +303,26 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         eval_dataset=heldout,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[*callbacks, *(extra_callbacks or [])],
+        callbacks=[*callbacks, *([heldout_progress] if heldout_progress else []), *(extra_callbacks or [])],
+    )
+    trainer.add_callback(
+        CompletionsCallback(
+            trainer, training_args.output_dir, script_args.print_sample_every, training_args.num_completions_to_print
+        )
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
     if resume_from:
-        trim_metrics(training_args.output_dir, int(Path(resume_from).name.split("-")[-1]))
+        state = json.loads((Path(resume_from) / "trainer_state.json").read_text())
+        trim_metrics(training_args.output_dir, state["global_step"])
         main_process_print(f"resuming from {resume_from}")
-    trainer.train(resume_from_checkpoint=resume_from)
-    if heldout is not None and callbacks[-1].last_step != trainer.state.global_step:
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except KeyboardInterrupt:
+        stop_interrupted(argv, training_args, trainer.state.global_step, saved=False)
+    if interrupt.interrupted:
+        stop_interrupted(argv, training_args, trainer.state.global_step, saved=True)
+    if heldout_progress is not None and heldout_progress.last_step != trainer.state.global_step:
         trainer.evaluate()  # the curve ends where training does
 
     # Save: the adapter and tokenizer at the top of output_dir, optionally a merged model.
@@ -399,4 +355,8 @@ def save_merged_model(trainer, tokenizer, backend: str, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before training started: nothing to save
+        print("\ntrain.py: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

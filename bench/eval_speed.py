@@ -11,8 +11,9 @@
     python bench/eval_speed.py --qwen_shape
 
 Both variants run evaluate.py's own code, `generation.generate_with_model`, the greedy loop inside
-`generate_hf` (left padding, prompts sorted longest first, greedy, stop at <|im_end|>): once with
---batch_size (default 8, evaluate.py's CPU default) and once with batch size 1. The prompts are the real
+`generate_hf` (prompts sorted longest first, the system prompt's KV cache shared, attention.py's grouped-query
+SDPA, greedy, stop at <|im_end|>): once with --batch_size (default 8, evaluate.py's CPU default before it chose
+from the machine; bench/generation_speed.py compares batch sizes) and once with batch size 1. The prompts are the real
 chat prompts (`data.get_gsm8k_questions` on the 24 shipped problems in samples/gsm8k, cycled up to --n).
 
 Each round runs each variant in a fresh subprocess (order alternating between rounds): it loads the model

@@ -100,6 +100,8 @@ GPU_MAX_NEW_TOKENS = 512  # the recipe's max_completion_length and evaluate.py's
 TOY_MAX_NEW_TOKENS = 16
 TOY_GRADIENT_ACCUMULATION = 2  # 2 prompts x 2 completions per toy step (the recipe: 32 prompts)
 TINY_TOKENIZER = "tiny"  # --tokenizer value for smoke.build_tiny_tokenizer()
+# The generation path every training figure describes: not the blog's Unsloth + vLLM one.
+TRAIN_PATH = "train.py --backend hf --use_vllm false: trl's transformers generate() with attention.py's attention"
 
 
 @dataclass
@@ -230,6 +232,7 @@ def build_model(args: BenchArguments, device: str, folder: Path) -> tuple[Any, A
     """The random model (Qwen2.5-0.5B's shape, or tiny) and its tokenizer, saved to `folder` for train.py."""
     import torch
 
+    from attention import register
     from generation import load_tokenizer
     from smoke import build_qwen2_model, build_tiny_tokenizer
 
@@ -242,6 +245,7 @@ def build_model(args: BenchArguments, device: str, folder: Path) -> tuple[Any, A
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with torch.device(device):  # random init on the GPU: seconds instead of a minute on the CPU
         model = build_qwen2_model(tokenizer, QWEN25_05B_SHAPE if not args.toy else TINY_SHAPE, args.seed, dtype)
+    model.set_attn_implementation(register())  # what generation.load_hf_model and backends.load_hf load with
     with contextlib.redirect_stdout(sys.stderr):  # transformers' "Writing model shards" bar
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
@@ -262,6 +266,7 @@ def build_model(args: BenchArguments, device: str, folder: Path) -> tuple[Any, A
             config.num_hidden_layers, config.num_key_value_heads, head_dim, dtype_bytes
         ),
         "tokenizer": "smoke.build_tiny_tokenizer()" if args.tokenizer == TINY_TOKENIZER else args.tokenizer,
+        "attention": model.config._attn_implementation,
     }
     return model.eval(), load_tokenizer(str(folder)), info
 
@@ -313,9 +318,14 @@ def run_eval(
     """Greedy generation at each batch size; one row of figures per batch size."""
     from generation import generate_with_model
 
+    from roofline import decode_batch_size, measure_limits
+
     rows = []
-    pool = eval_prompts(args.dataset_name, args.num_prompts or 2 * max(args.batch_sizes))
-    for batch in args.batch_sizes:
+    # evaluate.py's own default batch on this device joins the list (full runs; toy runs keep theirs).
+    chosen = decode_batch_size(model, measure_limits(model.device, model.dtype), context=512 + args.max_new_tokens)
+    batches = args.batch_sizes + ([chosen] if not args.toy and chosen not in args.batch_sizes else [])
+    pool = eval_prompts(args.dataset_name, args.num_prompts or 2 * max(batches))
+    for batch in batches:
         prompts = pool[: args.num_prompts or 2 * batch]
         prompts += [pool[i % len(pool)] for i in range(len(prompts), batch)]  # at least one full batch
         # Warm-up (kernels, allocator) at this batch size, not timed.
@@ -332,6 +342,7 @@ def run_eval(
         tokens = sum(c.num_tokens for c in completions)
         row = {
             "batch_size": batch,
+            "evaluate_default": batch == chosen,
             "prompts": len(prompts),
             "generated_tokens": tokens,
             "cut_off_share": sum(c.cut_off for c in completions) / len(completions),
@@ -363,8 +374,9 @@ def run_eval(
 
 def print_eval(rows: list[dict[str, Any]], args: BenchArguments) -> None:
     print(
-        f"\neval (measured): generation.generate_with_model, evaluate.py's greedy transformers path, GSM8K test "
-        f"prompts, max_new_tokens {args.max_new_tokens}; peak = torch.cuda.max_memory_allocated"
+        f"\neval (measured): generation.generate_with_model, evaluate.py's greedy transformers path (attention.py's "
+        f"grouped-query SDPA, the system prompt's KV cache shared), GSM8K test prompts, max_new_tokens "
+        f"{args.max_new_tokens}; peak = torch.cuda.max_memory_allocated; * = evaluate.py's default batch here"
     )
     print(
         f"{'batch':>5} {'prompts':>7} {'tokens':>7} {'wall':>9} {'tokens/s':>10} {'limit tok/s':>11} {'of limit':>8} {'peak mem':>9} {'1319 test prompts':>18}"
@@ -373,7 +385,7 @@ def print_eval(rows: list[dict[str, Any]], args: BenchArguments) -> None:
         limit = f"{r['limit_tokens_per_s']:.0f}" if r["limit_tokens_per_s"] else "n/a"
         peak = f"{r['peak_memory_bytes'] / GB:.2f} GB" if r["peak_memory_bytes"] is not None else "n/a"
         print(
-            f"{r['batch_size']:>5} {r['prompts']:>7} {r['generated_tokens']:>7} {r['wall_s']:>8.2f}s "
+            f"{r['batch_size']:>4}{'*' if r['evaluate_default'] else ' '} {r['prompts']:>7} {r['generated_tokens']:>7} {r['wall_s']:>8.2f}s "
             f"{r['tokens_per_s']:>10.1f} {limit:>11} {percent(r['tokens_per_s'], r['limit_tokens_per_s']):>8} "
             f"{peak:>9} {format_duration(r['test_set_s']):>18}"
         )
@@ -455,6 +467,7 @@ def train_argv(args: BenchArguments, model_dir: Path, output_dir: Path, prompts_
         "--max_completion_length", str(args.max_new_tokens),
         "--max_seq_length", str(max(1024, 512 + args.max_new_tokens)),
         "--report_to", "none",
+        "--eval_holdout", "0",  # training steps only; the held-out evaluation is timed apart
     ]  # fmt: skip
     if args.toy:
         argv += ["--gradient_accumulation_steps", str(TOY_GRADIENT_ACCUMULATION)]
@@ -468,8 +481,9 @@ def run_train(args: BenchArguments, model_dir: Path, device: dict[str, Any], inf
     """train.main in-process for --train_steps steps; seconds per step, split into generation and the rest."""
     import train
     from data import load_raw_split
+    from options import read_layers
 
-    config, _ = train.layered_defaults([])
+    config = read_layers([], train.RECIPE).config
     per_step = config["per_device_train_batch_size"] // config["num_generations"]
     prompts_per_step = per_step * (TOY_GRADIENT_ACCUMULATION if args.toy else config["gradient_accumulation_steps"])
     available = len(load_raw_split(args.dataset_name, "train"))
@@ -483,7 +497,9 @@ def run_train(args: BenchArguments, model_dir: Path, device: dict[str, Any], inf
         output_dir = Path(tmp) / "run"
         reset_peak_memory()
         with contextlib.redirect_stdout(sys.stderr):  # train.py's log to stderr: stdout holds the figures
-            train.main(train_argv(args, model_dir, output_dir, prompts_per_step), extra_callbacks=[timer])
+            argv = train_argv(args, model_dir, output_dir, prompts_per_step)
+            # On the CPU (toy run) train.py must be told: it refuses to start the real run there by accident.
+            train.main(argv + ([] if device["cuda"] else ["--use_cpu"]), extra_callbacks=[timer])
         memory = peak_memory()
         run_config = json.loads((output_dir / "run_config.json").read_text())["training"]
         logs = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
@@ -643,7 +659,8 @@ def print_epoch(estimate: dict[str, Any], result: dict[str, Any], device: dict[s
     steps = estimate["steps"]
     toy_note = " -- toy sizes, not the real model's cost" if toy else ""
     print(
-        f"\nepoch: GSM8K train, {GSM8K_TRAIN_PROMPTS} prompts / {result['prompts_per_step']} per step = {steps} steps"
+        f"\nepoch: GSM8K train, {GSM8K_TRAIN_PROMPTS} prompts / {result['prompts_per_step']} per step = {steps} steps, "
+        f"on {TRAIN_PATH}"
     )
     print(
         f"  measured  ({device['name']}): {steps} x {result['seconds_per_step']:.2f} s = {format_duration(estimate['measured_s'])}{toy_note}"
@@ -684,7 +701,7 @@ def headline(report: dict[str, Any]) -> str:
     suffix = " -- toy sizes" if toy else ""
     epoch = report.get("epoch")
     if epoch:
-        line = f"epoch estimate: {format_duration(epoch['measured_s'])} on {device} (measured)"
+        line = f"epoch estimate ({TRAIN_PATH}): {format_duration(epoch['measured_s'])} on {device} (measured)"
         if epoch["projected"]:
             line += f", {format_duration(epoch['projected']['epoch_s'])} on {TARGET.name} (projected)"
         return line + suffix

@@ -6,8 +6,8 @@
     # Longer runs, more rounds, one torch thread (steadier on a busy machine)
     python bench/train_overhead.py --max_steps 20 --max_completion_length 64 --rounds 5 --threads 1
 
-    # What train.py's recipe costs on top: e.g. without its completion table at every logging step
-    python bench/train_overhead.py --threads 1 --train_args='--log_completions false'
+    # What train.py's recipe costs on top: e.g. without its console sample of completions
+    python bench/train_overhead.py --threads 1 --train_args='--print_sample_every 0'
 
 The two variants, each run in a fresh subprocess (order alternating between rounds):
     train.py  `train.main(["--smoke", "--model_name_or_path", TINY, "--max_steps", ...])`: the whole script,
@@ -15,8 +15,9 @@ The two variants, each run in a fresh subprocess (order alternating between roun
     bare      the minimal script one would write by hand (`bare_run` below): the same tiny model folder, the
               same 16 sample problems shuffled with the same seed, `rewards.custom_reward_func`, a GRPOConfig
               holding the values train.py resolves to (batch 4 = 2 prompts x 2 completions, 1 accumulation
-              step, lr 1e-3, beta 0.04, loss grpo, temperature 0.9, seed, optimizer and schedule), LoRA r 8 /
-              alpha 16 on all seven projections via peft_config, then train() and save_model()
+              step, lr 1e-3, beta 0.04, loss grpo, temperature 0.9, no KL bias correction, seed, optimizer and
+              schedule), LoRA r 8 / alpha 16 on all seven projections via peft_config, the model loaded with
+              attention.py's attention as train.py loads it, then train() and save_model()
 
 Seconds per step come from a callback (the wall-clock time from one step's end to the next, so everything a
 step costs counts: generation, reward, backward, optimizer, callbacks, logging), given to train.py through
@@ -91,6 +92,7 @@ def bare_run(model_dir: str, output_dir: str, max_steps: int, max_completion_len
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from attention import register
     from data import extract_hash_answer
     from prompts import build_messages
     from rewards import custom_reward_func
@@ -119,6 +121,8 @@ def bare_run(model_dir: str, output_dir: str, max_steps: int, max_completion_len
         beta=0.04,
         loss_type="grpo",
         temperature=0.9,
+        use_bias_correction_kl=False,
+        vllm_importance_sampling_correction=False,
         seed=SEED,
         optim="adamw_torch",
         lr_scheduler_type="cosine",
@@ -140,7 +144,8 @@ def bare_run(model_dir: str, output_dir: str, max_steps: int, max_completion_len
         task_type="CAUSAL_LM",
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     )
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    # The attention train.py's hf backend loads with (attention.py), so both sides do the same arithmetic.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=register())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     trainer = GRPOTrainer(
         model=model,
@@ -170,6 +175,7 @@ def worker(args: argparse.Namespace) -> None:
             "max_completion_length": args.max_completion_length,
             "save_steps": 100_000,
             "logging_steps": 1,
+            "eval_holdout": 0,  # the bare trainer has no held-out evaluation to compare with
         }
         argv = ["--smoke", *(item for name, value in flags.items() for item in (f"--{name}", str(value)))]
         argv += shlex.split(args.train_args)
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="torch threads in the timed processes (default 0: torch's own choice)"
     )
     parser.add_argument(
-        "--train_args", default="", help="extra train.py flags, e.g. --train_args='--log_completions false'"
+        "--train_args", default="", help="extra train.py flags, e.g. --train_args='--print_sample_every 0'"
     )
     # Internal: one variant in this (fresh) process.
     parser.add_argument("--worker", choices=VARIANTS, dest="variant", help=argparse.SUPPRESS)

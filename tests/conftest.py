@@ -29,11 +29,15 @@ if (SHARED / "nltk_data").is_dir():
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """One `train.py --smoke --save_merged` run, shared by the tests that only read its outputs."""
+    """One `train.py --smoke --save_merged` run, shared by the tests that only read its outputs.
+
+    Its console output is kept beside the run folder, in stdout.txt.
+    """
     output_dir = tmp_path_factory.mktemp("smoke") / "run"
     result = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "--smoke", "--output_dir", str(output_dir), "--save_merged"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    (output_dir.parent / "stdout.txt").write_text(result.stdout)
     return output_dir

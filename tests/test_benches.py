@@ -36,3 +36,26 @@ def test_train_overhead_runs_and_prints_its_headline():
     assert "check: the same per-step rewards" in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("train.py vs bare GRPOTrainer:")
     assert headline_ratio(result.stdout) > 0
+
+
+def test_generation_speed_runs_checks_tokens_and_prints_its_headline():
+    result = run_script(
+        "bench/generation_speed.py", "--toy", "--n", "4", "--max_new_tokens", "8", "--sweep", "2",
+        "--today_sweep", "2", "--pipeline_n", "2", "--rounds", "1", *ONE_THREAD,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "check: every variant gives every prompt the same token ids as today" in result.stdout
+    for row in ("today", "new@chosen", "pipeline", "new@2", "today@2"):
+        assert f"\n{row:>12} " in result.stdout, row
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("new@") and "vs pipeline one at a time:" in last
+    assert headline_ratio(result.stdout) > 0
+
+
+def test_grpo_step_runs_checks_rewards_and_prints_its_headline():
+    result = run_script("bench/grpo_step.py", "--toy", "--max_steps", "2", "--rounds", "1", *ONE_THREAD)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "check: the same rewards (2 steps) and the same 8 completions in every run" in result.stdout
+    assert "trl's fused LM head without Triton" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("GRPO step before vs after:")
+    assert headline_ratio(result.stdout) > 0

@@ -186,18 +186,40 @@ def test_unknown_flag_is_an_error(flag, tmp_path, capsys):
 RUN_MAIN = "import sys, evaluate\ntry:\n    evaluate.main(sys.argv[1:])\nfinally:\n    print('torch' in sys.modules)"
 
 
+def write_adapter(folder, base_model, **config):
+    """A LoRA adapter folder as peft writes it: adapter_config.json and a small adapter_model.safetensors."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    settings = {"peft_type": "LORA", "base_model_name_or_path": base_model, "r": 8, "target_modules": ["q_proj"]}
+    (folder / "adapter_config.json").write_text(json.dumps({**settings, **config}))
+    save_file({"base_model.model.lora_A.weight": np.zeros((8, 64), dtype=np.float32)}, folder / "adapter_model.safetensors")
+    return folder
+
+
 def bad_inputs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    orphan = tmp_path / "orphan-adapter"
-    orphan.mkdir()
-    (orphan / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "nobody/no-such-model", "r": 8}))
+    orphan = write_adapter(tmp_path / "orphan-adapter", "nobody/no-such-model")
+    truncated = write_adapter(tmp_path / "truncated-adapter", "nobody/no-such-model")
+    weights = truncated / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # a copy cut short
+    no_rank = write_adapter(tmp_path / "no-rank-adapter", "nobody/no-such-model", r=None)
+    merged = tmp_path / "merged"
+    shutil.copytree(truncated, merged)
+    (merged / "adapter_config.json").unlink()
+    (merged / "adapter_model.safetensors").rename(merged / "model.safetensors")
+    (merged / "config.json").write_text("{}")
     broken = tmp_path / "test.jsonl"
     broken.write_text('{"question": "2+2?", "answer": "#### 4"\n')
     return {
+        "truncated model weights": (["--checkpoint", str(merged)], "model.safetensors is truncated or corrupt"),
         "missing checkpoint": (["--checkpoint", str(tmp_path / "nope")], "no such folder"),
         "neither adapter nor model": (["--checkpoint", str(empty)], "neither a LoRA adapter"),
         "adapter base model not found": (["--checkpoint", str(orphan)], "nobody/no-such-model"),
+        "truncated adapter weights": (["--checkpoint", str(truncated)], "adapter_model.safetensors is truncated or corrupt"),
+        "adapter config without rank": (["--checkpoint", str(no_rank)], "adapter_config.json has no r"),
         "base model not found": (["--base_model", str(tmp_path / "no-model")], "no local folder with config.json"),
         "unreadable dataset": (["--smoke", "--dataset_name", str(broken)], "cannot be read"),
     }
@@ -209,6 +231,9 @@ def bad_inputs(tmp_path):
         "missing checkpoint",
         "neither adapter nor model",
         "adapter base model not found",
+        "truncated adapter weights",
+        "adapter config without rank",
+        "truncated model weights",
         "base model not found",
         "unreadable dataset",
     ],
@@ -229,6 +254,27 @@ def test_bad_input_fails_fast_with_one_line(case, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("evaluate.py: error: ") and expected in lines[0], out.stderr
     assert out.stdout.strip() == "False"  # torch never imported: no model was loaded
     assert not (tmp_path / "eval_results").exists()
+
+
+def test_a_long_cpu_evaluation_warns_with_the_time_to_expect(tiny_model):
+    assert evaluate.cpu_time_warning(300, 512) is None  # a few hundred completions: no warning
+    warning = evaluate.cpu_time_warning(2 * 1319, 512, 494_032_768)  # base and tuned, Qwen2.5-0.5B, all 1319
+    assert "2638 completions on the CPU" in warning and "up to 10.4 hours" in warning and "--limit N" in warning
+    assert "up to 20.8 hours" in evaluate.cpu_time_warning(2 * 1319, 512, 2 * 494_032_768)  # twice the size
+    # The tiny test model generates those in well under the warning's 10 minutes.
+    parameters = evaluate.count_parameters(str(tiny_model))
+    assert 0 < parameters < 1_000_000 and evaluate.cpu_time_warning(2 * 1319, 512, parameters) is None
+
+
+@pytest.mark.slow
+def test_the_cpu_warning_is_logged_before_generating(monkeypatch, tmp_path, capsys):
+    # Thresholds lowered so that two completions of the tiny model count as a long CPU evaluation.
+    monkeypatch.setattr(evaluate, "CPU_WARNING_COMPLETIONS", 1)
+    monkeypatch.setattr(evaluate, "CPU_WARNING_MINUTES", 0)
+    main(["--smoke", "--limit", "2", "--output_dir", str(tmp_path)])
+    log = capsys.readouterr().err
+    assert "warning: 2 completions on the CPU, up to 32 tokens each" in log
+    assert log.index("warning: 2 completions") < log.index("base: generating")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -421,9 +467,8 @@ def fake_vllm(monkeypatch):
 
 
 def test_vllm_backend_makes_one_engine_and_one_chat_call_per_model(fake_vllm, tiny_model, tmp_path):
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()  # rank 12: vLLM only takes 1, 8, 16, 32, ... as max_lora_rank
-    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model), "r": 12}))
+    # rank 12: vLLM only takes 1, 8, 16, 32, ... as max_lora_rank
+    adapter = write_adapter(tmp_path / "adapter", str(tiny_model), r=12)
     summary = main(
         [
             "--backend",

@@ -170,7 +170,8 @@ def test_toy_run_prints_and_writes_every_figure(tmp_path):
     for heading in ("eval (measured)", "train (measured)", "limit tok/s", "measured  (CPU", "projected (RTX 3090"):
         assert heading in result.stdout, heading
     last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("epoch estimate: ") and "(measured)" in last and "RTX 3090 (projected)" in last
+    assert last.startswith("epoch estimate (") and "(measured)" in last and "RTX 3090 (projected)" in last
+    assert gpu_bench.TRAIN_PATH in last  # which generation path the estimate is for, said plainly
 
     report = json.loads(output.read_text())
     assert set(report) == {"device", "model", "settings", "eval", "train", "epoch", "headline"}

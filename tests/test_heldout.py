@@ -82,7 +82,7 @@ def test_held_out_problems_are_never_trained_on(tmp_path):
     [
         (["--eval_holdout", "-1"], "eval_holdout must be 0 (off) or a number of problems"),
         (["--eval_holdout", "16"], "eval_holdout 16 leaves no problems to train on"),
-        (["--eval_holdout", "3"], "eval_holdout 3 is smaller than one evaluation batch (4"),
+        (["--eval_holdout", "1"], "eval_holdout 1 is smaller than one evaluation batch (2"),
         (["--eval_strategy", "no"], "pass --eval_holdout 0 to train without evaluation"),
     ],
 )

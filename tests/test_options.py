@@ -76,3 +76,9 @@ def test_yaml_errors_name_the_file_and_the_key(tmp_path):
     generations.write_text("num_generations: 3\n")
     with pytest.raises(ConfigError, match=f"num_generations 3 \\({generations}\\)"):
         train.parse_args(["--smoke", "--config", str(generations)])
+
+
+def test_short_help_leaves_out_the_negated_twins_of_true_flags(capsys):
+    # HfArgumentParser adds --no_X beside every flag that defaults to true; --X false says the same.
+    options = [line.split()[0] for line in help_text(capsys, "--help").splitlines() if line.startswith("  --")]
+    assert "--fast_inference" in options and not any(option.startswith("--no_") for option in options)

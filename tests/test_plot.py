@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO
 
 import plot
+import plot_eval
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REWARD_FUNCS = ("custom_reward_func", "integer_reward")
@@ -184,12 +185,12 @@ def test_eval_summary_in_the_run_dir_is_drawn_too(tmp_path, capsys):
 
 
 def test_eval_schema_variants_and_junk():
-    scores = plot.parse_eval_summary({"base": {"strict": 0.1, "flexible": {"accuracy": 0.3}, "n": "?"}, "meta": 3})
+    scores = plot_eval.parse_eval_summary({"base": {"strict": 0.1, "flexible": {"accuracy": 0.3}, "n": "?"}, "meta": 3})
     assert [(s.name, s.accuracies, s.n) for s in scores] == [("base", {"strict": 0.1, "flexible": 0.3}, None)]
-    listed = plot.parse_eval_summary({"models": [{"name": "tuned", "numeric": 0.5}]})
+    listed = plot_eval.parse_eval_summary({"models": [{"name": "tuned", "numeric": 0.5}]})
     assert listed[0].name == "tuned"
     with pytest.raises(plot.PlotError, match="no model with any of strict"):
-        plot.parse_eval_summary({"models": {"base": {"accuracy": "high"}}})
+        plot_eval.parse_eval_summary({"models": {"base": {"accuracy": "high"}}})
 
 
 # --- errors: one line on stderr, exit code 2 -------------------------------------------------------------
@@ -265,3 +266,53 @@ def test_no_held_out_figure_without_evaluations(tmp_path):
     run = tmp_path / "run"
     write_run(run, steps=5, partial_last=False)
     assert "heldout_accuracy.png" not in [p.name for p in plot.plot_run(run)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Completion lengths: what trl logs when every completion is cut at the limit
+
+
+def cut_off_run(steps: int = 12, terminated_from: int | None = None) -> list[dict]:
+    """Log entries of a run whose completions all hit the 32-token limit (trl then logs terminated length 0)."""
+    entries = []
+    for step in range(1, steps + 1):
+        ended = terminated_from is not None and step >= terminated_from
+        entries.append({
+            "step": step, "loss": 0.0, "completions/max_length": 32.0, "completions/mean_length": 32.0 - ended,
+            "completions/min_length": 32.0 - 2 * ended, "completions/clipped_ratio": 0.5 if ended else 1.0,
+            "completions/mean_terminated_length": 30.0 if ended else 0.0,
+        })  # fmt: skip
+    return entries
+
+
+def drawn_pixels(fig, color: str) -> int:
+    """How many pixels inside the length axes show `color` (the legend, outside the axes, is not counted)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import to_rgb
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[..., :3].astype(float) / 255
+    box = fig.axes[0].get_window_extent()
+    height = image.shape[0]
+    inside = image[int(height - box.y1) : int(height - box.y0), int(box.x0) : int(box.x1)]
+    return int((np.abs(inside - np.array(to_rgb(color))).max(axis=-1) < 0.08).sum())
+
+
+def test_equal_length_series_all_stay_visible():
+    fig = plot.completion_length_figure(cut_off_run(), plot.Style("run", smoothing=0.0))
+    for name, color in (("max", "C3"), ("mean", "C0"), ("min", "C2")):
+        assert drawn_pixels(fig, color) > 50, f"the {name} line is hidden"
+
+
+def test_terminated_length_is_drawn_only_where_a_completion_terminated():
+    # Nothing terminated: trl's 0 is no length, so there is no line (and no legend entry) for it.
+    fig = plot.completion_length_figure(cut_off_run(), plot.Style("run", smoothing=0.0))
+    assert not any("terminated" in line.get_label() for line in fig.axes[0].get_lines())
+    assert drawn_pixels(fig, "C1") == 0
+    # From step 7 some did: the line starts there, never at 0.
+    fig = plot.completion_length_figure(cut_off_run(terminated_from=7), plot.Style("run", smoothing=0.0))
+    (line,) = [line for line in fig.axes[0].get_lines() if "terminated" in line.get_label()]
+    values = list(line.get_ydata())
+    assert all(math.isnan(v) for v in values[:6]) and values[6:] == [30.0] * 6

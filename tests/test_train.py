@@ -38,10 +38,30 @@ def test_smoke_run_writes_adapter_config_and_checkpoints(smoke_run):
         assert (smoke_run / name).is_file(), name
     assert sorted(p.name for p in smoke_run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     config = json.loads((smoke_run / "run_config.json").read_text())
-    assert config["backend"] == "hf"
+    assert config["backend"] == "hf" and config["processes"] == 1
     assert config["training"]["learning_rate"] == 1e-3 and config["training"]["beta"] == 0.04
     assert config["script"]["reward_funcs"] == ["custom"]
     assert sorted(p.name for p in (smoke_run / "completions").glob("*.parquet"))[-1] == "completions_00004.parquet"
+
+
+def test_the_console_shows_a_short_sample_not_every_completion(smoke_run):
+    from prompts import SYSTEM_PROMPT
+
+    stdout = (smoke_run.parent / "stdout.txt").read_text()
+    assert SYSTEM_PROMPT.strip().splitlines()[0] not in stdout  # trl's table printed it in every row, every step
+    assert stdout.count("question: ") == 1 and "step 1: 1 question of 2 (4 completions in " in stdout
+    assert stdout.count("  completion ") == 2  # num_completions_to_print
+    completion_lines = stdout.split("question: ")[1].split("\n{")[0].splitlines()
+    assert len(completion_lines) <= 1 + 2 * (1 + 4 + 1)  # each completion cut to 4 lines (+ a "more lines" note)
+    import pandas as pd
+
+    # Every step's completions are still on disk, with their rewards and advantages.
+    for step in (1, 2, 3, 4):
+        table = pd.read_parquet(smoke_run / "completions" / f"completions_{step:05d}.parquet")
+        assert list(table.columns) == [
+            "step", "prompt", "completion", "custom_reward_func", "strict", "numeric", "flexible", "formatted", "advantage"
+        ]  # fmt: skip
+        assert len(table) == 4 and set(table["step"]) == {step}
 
 
 def test_adapter_reloads_with_plain_peft_and_generates(smoke_run):
@@ -80,6 +100,13 @@ def test_resume_continues_at_the_right_step(tmp_path):
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2, 3, 4]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+    # --resume_from_checkpoint PATH continues that checkpoint, here into a new folder.
+    branch = tmp_path / "branch"
+    resumed = run_script("train.py", "--smoke", "--output_dir", branch, "--max_steps", "3",
+                         "--resume_from_checkpoint", out / "checkpoint-2")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [m["step"] for m in metrics(branch) if "loss" in m] == [3]
+    assert json.loads((branch / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
 
 
 def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
@@ -94,25 +121,45 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
         time.sleep(0.2)
     assert (out / "metrics.jsonl").exists(), "training did not start"
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr[-3000:]
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]  # 128 + SIGINT: not a success
     assert "Interrupted" in stderr
     checkpoints = list(out.glob("checkpoint-*"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "optimizer.pt").is_file()
-    assert (out / "adapter_model.safetensors").is_file()
+    step = int(checkpoints[0].name.split("-")[1])
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted at step {step}: checkpoint saved in {checkpoints[0]}. To continue: python ")
+    assert last.endswith(" --resume") and "done:" not in stdout
+    assert not (out / "adapter_model.safetensors").exists()  # no finished-looking adapter at the top
+    assert not any("train_runtime" in m for m in metrics(out))  # nor a finished-looking metrics file
 
 
-def test_accelerate_two_processes(tmp_path):
+def test_two_processes_on_cpu(tmp_path):
+    # The README's command (torchrun); `accelerate launch --cpu` would start one process only.
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"), "--smoke", "--output_dir",
-         str(out), "--max_steps", "2"],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(REPO / "train.py"), "--smoke",
+         "--output_dir", str(out), "--max_steps", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "run_config.json").read_text())["processes"] == 2
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
     assert result.stdout.count("done: 2 steps") == 1  # printed by the main process only
+    import pandas as pd
+
+    # The completions of both processes, gathered: 2 x 4 per step.
+    assert len(pd.read_parquet(out / "completions" / "completions_00002.parquet")) == 8
+
+
+def test_too_few_problems_for_one_step_fail_before_the_model_loads(tmp_path):
+    out = tmp_path / "run"
+    result = run_script("train.py", "--smoke", "--output_dir", out, "--max_samples", "1", timeout=120)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "error: 1 problem (--max_samples 1): fewer than one training step takes, 2 " in last
+    assert "--per_device_train_batch_size, --gradient_accumulation_steps, --num_generations" in last
+    assert not (out / "run_config.json").exists()  # written once the model is loaded
 
 
 def test_evaluate_scores_the_adapter_train_wrote_against_its_base(smoke_run, tmp_path):
@@ -210,7 +257,9 @@ def test_dashed_flags_work_like_underscored_ones():
 # --- the unsloth backend, against a stand-in module with unsloth's API --------------------------------------
 
 
-def test_unsloth_backend_makes_the_blogs_calls(monkeypatch):
+@pytest.mark.parametrize("fast_inference", [True, False])
+def test_unsloth_backend_makes_the_blogs_calls(monkeypatch, fast_inference):
+    # The keywords are FastLanguageModel.from_pretrained's / get_peft_model's in unsloth 2026.10.9 (models/loader.py).
     calls = []
 
     class FastLanguageModel:
@@ -226,10 +275,13 @@ def test_unsloth_backend_makes_the_blogs_calls(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
     script_args, training_args, _, _ = train.parse_args(["--backend", "hf"])
+    script_args.fast_inference = fast_inference
     assert backends.load_unsloth(script_args, training_args) == ("peft-model", "tokenizer", None)
     assert calls == [
-        ("from_pretrained", dict(model_name="Qwen/Qwen2.5-0.5B-Instruct", max_seq_length=1024, load_in_4bit=False,
-                                 fast_inference=True, max_lora_rank=32, gpu_memory_utilization=0.8)),
+        # use_exact_model_name: the model the user named, not Unsloth's unsloth/... copy of it.
+        ("from_pretrained", dict(model_name="Qwen/Qwen2.5-0.5B-Instruct", use_exact_model_name=True,
+                                 max_seq_length=1024, load_in_4bit=False, fast_inference=fast_inference,
+                                 max_lora_rank=32, gpu_memory_utilization=0.8)),
         ("get_peft_model", dict(model="model", r=32, lora_alpha=64, use_gradient_checkpointing="unsloth",
                                 random_state=1907, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
                                                                    "gate_proj", "up_proj", "down_proj"])),
@@ -254,9 +306,9 @@ def test_unsloth_is_imported_before_trl(tmp_path):
         "import sys\nIMPORTED_FIRST = not any(m in sys.modules for m in ('trl', 'transformers', 'peft'))\n"
     )
     code = (
-        "import sys, backends, train\n"
+        "import sys, backends, checks, train\n"
         "backends.cuda_available = lambda: True\n"
-        "train.cuda_available = lambda: True\n"
+        "checks.cuda_available = lambda: True\n"
         "s, t, backend, notes = train.parse_args(['--learning_rate', '1e-5'])\n"
         "import unsloth\n"
         "print(backend, unsloth.IMPORTED_FIRST)\n"

@@ -1,0 +1,61 @@
+"""What does held-out accuracy cost? One evaluation against one training step, read from a run's metrics.
+
+    python bench/heldout_cost.py outputs/demo/grpo          # any train.py run with --eval_holdout > 0
+
+train.py logs each optimizer step's wall time (`step_time`) and trl's evaluation loop logs each evaluation's
+(`eval_runtime`) to metrics.jsonl. This prints both, their ratio, and the share of the run's time that went to
+evaluating: the held-out curve's price. The run's own run_config.json gives the settings it ran with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_DIR))
+
+from run_metrics import existing_metrics_file, heldout_entries, read_jsonl, step_entries  # noqa: E402
+
+
+def heldout_cost(run_dir: str | Path) -> dict[str, float]:
+    """Median step and evaluation seconds of a run, their ratio, and evaluation's share of the run's time."""
+    entries, _ = read_jsonl(existing_metrics_file(run_dir))
+    step_times = [e["step_time"] for e in step_entries(entries) if "step_time" in e]
+    eval_times = [e["eval_runtime"] for e in heldout_entries(entries) if "eval_runtime" in e]
+    if not step_times or not eval_times:
+        raise SystemExit(f"heldout_cost.py: error: {run_dir} has no step_time or no eval_runtime in metrics.jsonl")
+    step, evaluation = statistics.median(step_times), statistics.median(eval_times)
+    return {
+        "steps": len(step_times),
+        "evaluations": len(eval_times),
+        "step_seconds": step,
+        "eval_seconds": evaluation,
+        "eval_per_step": evaluation / step,
+        "eval_share": sum(eval_times) / (sum(eval_times) + sum(step_times)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a train.py output folder")
+    args = parser.parse_args()
+    cost = heldout_cost(args.run_dir)
+    config_file = Path(args.run_dir) / "run_config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        settings = {**config.get("script", {}), **config.get("training", {})}
+        names = ("eval_holdout", "eval_steps", "per_device_eval_batch_size", "num_generations", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "max_completion_length")  # fmt: skip
+        print("settings: " + ", ".join(f"{name} {settings[name]}" for name in names if name in settings))
+    print(f"one training step:     {cost['step_seconds']:7.2f} s (median of {cost['steps']})")
+    print(f"one evaluation:        {cost['eval_seconds']:7.2f} s (median of {cost['evaluations']})")
+    print(f"evaluation / step:     {cost['eval_per_step']:7.2f}x")
+    print(f"share of the run:      {100 * cost['eval_share']:6.1f} % of step + evaluation time went to evaluating")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""generation.py's shared-prefix batches and roofline.py's batch size: the same tokens, a batch from the limits."""
+
+import pytest
+
+import smoke
+from data import get_gsm8k_questions
+from generation import (
+    MIN_SHARED_PREFIX,
+    ModelSource,
+    generate_hf,
+    generate_with_model,
+    load_hf_model,
+    load_tokenizer,
+    prompt_texts,
+    shared_prefix_length,
+)
+from roofline import MAX_BATCH, DeviceLimits, decode_batch_size, ridge_batch
+
+SAMPLES = str(smoke.SAMPLE_DATA_DIR)
+CPU = DeviceLimits("cpu, 2 threads", "float32", bandwidth=27.9e9, flops=263e9)  # this project's 2-core VM
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]], 2),
+        ([[1, 2, 3], [1, 2, 3]], 2),  # every row keeps one token of its own for generate() to start from
+        ([[1, 2, 3]], 2),
+        ([[7, 2], [1, 2]], 0),
+    ],
+)
+def test_shared_prefix_length(rows, expected):
+    assert shared_prefix_length(rows) == expected
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """smoke's tiny model with wide random weights, so that every prompt gets its own completion."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = smoke.build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.normal_(0.0, 0.3, generator=generator)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attn_implementation", ["sdpa", None])  # None: generation's default, attention.GQA_SDPA
+def test_a_shared_prefix_gives_the_same_tokens(tiny, attn_implementation):
+    prompts = get_gsm8k_questions(split="train", dataset_name=SAMPLES)["prompt"]
+    tokenizer = load_tokenizer(str(tiny))
+    rows = [tokenizer(t, add_special_tokens=False).input_ids for t in prompt_texts(tokenizer, prompts)]
+    assert shared_prefix_length(rows) >= MIN_SHARED_PREFIX  # the system prompt: the path under test runs
+    model = load_hf_model(ModelSource("base", str(tiny), str(tiny)), attn_implementation)
+    plain = generate_with_model(model, tokenizer, prompts, 8, batch_size=1, share_prefix=False)
+    for batch_size in (1, 5):  # 5: padded rows, and a last batch of 1
+        shared = generate_with_model(model, tokenizer, prompts, 8, batch_size=batch_size, share_prefix=True)
+        assert [c.token_ids for c in shared] == [c.token_ids for c in plain]
+    assert len({tuple(c.token_ids) for c in plain}) > 1
+
+
+@pytest.mark.slow
+def test_generate_hf_chooses_a_batch_when_none_is_given(tiny, capsys):
+    prompts = get_gsm8k_questions(split="test", dataset_name=SAMPLES)["prompt"]
+    source = ModelSource("base", str(tiny), str(tiny))
+    chosen = generate_hf(source, prompts, max_new_tokens=4)
+    assert "base: batch size" in capsys.readouterr().err  # stdout is evaluate.py's table
+    assert [c.token_ids for c in chosen] == [c.token_ids for c in generate_hf(source, prompts, 4, batch_size=1)]
+
+
+def test_ridge_batch_is_where_compute_time_meets_weight_reads():
+    # float32 on the 2-core VM: 4 bytes x 263 GFLOP/s / (2 x 27.9 GB/s) = 18.9
+    assert ridge_batch(4, CPU) == pytest.approx(18.85, abs=0.01)
+
+
+class FakeDevice:
+    type = "cpu"
+
+
+class Sized:
+    """What decode_batch_size reads from a model: one parameter's element size and the device."""
+
+    device = FakeDevice()
+
+    def __init__(self, element_size):
+        self._element_size = element_size
+
+    def parameters(self):
+        import torch
+
+        yield torch.zeros(1, dtype={4: torch.float32, 2: torch.bfloat16}[self._element_size])
+
+
+@pytest.mark.parametrize(
+    ("limits", "element_size", "prompts", "expected"),
+    [
+        (CPU, 4, None, 32),  # the ridge (18.9) rounded up to a power of two
+        (CPU, 4, 10, 10),  # never more rows than prompts
+        (CPU, 2, None, 16),  # half the bytes per weight: compute-bound at half the batch
+        (DeviceLimits("rtx 3090", "bfloat16", 936e9, 71e12), 2, None, 128),
+        (DeviceLimits("h100", "bfloat16", 3.35e12, 989e12), 2, None, MAX_BATCH),
+        (DeviceLimits("slow", "float32", 1e9, 1e9), 4, None, 2),
+    ],
+)
+def test_decode_batch_size(limits, element_size, prompts, expected):
+    assert decode_batch_size(Sized(element_size), limits, prompts=prompts) == expected
