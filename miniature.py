@@ -41,7 +41,7 @@ MAX_FACTOR = 3  # factors: 2..MAX_FACTOR
 TWO_STEP_SHARE = 0.5
 # The cold-start writer stops early in this share of two-step solutions: more than half, so that a model that
 # imitates it stops early when decoding greedily, yet samples the second step often enough for GRPO to find it.
-SKIPPED_STEP_SHARE = 0.7
+SKIPPED_STEP_SHARE = 0.6
 
 
 def _one_step(rng: random.Random, name: str, other: str, things: str) -> tuple[str, list[tuple[str, str]], int]:

@@ -1,6 +1,8 @@
 """demo.py: the recipe end to end on CPU; a cut-down run proves GRPO raises accuracy after SFT."""
 
 import json
+import os
+import sys
 
 import pytest
 from helpers import run_script
@@ -24,6 +26,15 @@ def test_summary_table_reports_both_stages_the_gain_and_the_times():
     text = demo.summary_table(stages, models, [(0, 0.3), (75, 0.5)])
     assert "after SFT                0.300" in text and "after GRPO               0.550" in text
     assert "+0.250" in text and "0:0.30  75:0.50" in text and "total                     300 s" in text
+
+
+def test_console_shows_key_lines_that_tqdm_prefixes_with_cursor_codes(tmp_path, capsys):
+    stage = demo.Stage("echo", log=tmp_path / "echo.log")
+    line = "\x1b[Aheld-out accuracy, step 15 (100 problems, sampled at temperature 0.7): strict 0.800"
+    demo.run_stage(stage, [sys.executable, "-c", f"print({line!r}); print('noise')"], dict(os.environ), verbose=False)
+    shown = capsys.readouterr().out
+    assert "held-out accuracy, step 15" in shown and "\x1b" not in shown and "noise" not in shown
+    assert "noise" in stage.log.read_text()
 
 
 @pytest.mark.slow
