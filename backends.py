@@ -188,10 +188,23 @@ def load_unsloth(script_args: Any, training_args: Any) -> tuple[Any, Any, None]:
     return model, tokenizer, None
 
 
+def lora_config(script_args):
+    """The LoRA adapter of the recipe: rank, alpha and target modules from the script's options, no dropout."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=script_args.lora_r,
+        lora_alpha=script_args.lora_alpha,
+        target_modules=list(script_args.lora_target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
 def load_hf(script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
     """A transformers model (optionally 4-bit) and the LoRA config GRPOTrainer will apply."""
     import torch
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from attention import GQA_SDPA, register
@@ -215,15 +228,7 @@ def load_hf(script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
     # The Trainer moves an unquantized model to the training device itself.
     model = AutoModelForCausalLM.from_pretrained(script_args.model_name_or_path, **model_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
-    peft_config = LoraConfig(
-        r=script_args.lora_r,
-        lora_alpha=script_args.lora_alpha,
-        target_modules=list(script_args.lora_target_modules),
-        lora_dropout=0.0,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    return model, tokenizer, peft_config
+    return model, tokenizer, lora_config(script_args)
 
 
 def load_model(backend: str, script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:

@@ -123,6 +123,17 @@ def _report(message: str) -> None:
     print(f"[data] {message}", file=sys.stderr)
 
 
+def shuffle_and_limit(dataset: Any, seed: int | None, limit: int | None, where: str) -> Any:
+    """Shuffled with `seed` (None: file order), cut to `limit` rows; DatasetError when no row is left."""
+    if seed is not None:
+        dataset = dataset.shuffle(seed=seed)
+    if limit is not None and limit < len(dataset):
+        dataset = dataset.select(range(limit))
+    if len(dataset) == 0:
+        raise DatasetError(f"{where}: no usable rows left")
+    return dataset
+
+
 def get_gsm8k_questions(
     split: str = "train",
     dataset_name: str = DEFAULT_DATASET,
@@ -172,13 +183,7 @@ def get_gsm8k_questions(
         )
         if before - len(dataset):
             report(f"{dataset_name} ({split}): dropped {before - len(dataset)} prompts longer than {max_prompt_tokens} tokens")
-    if seed is not None:
-        dataset = dataset.shuffle(seed=seed)
-    if limit is not None and limit < len(dataset):
-        dataset = dataset.select(range(limit))
-    if len(dataset) == 0:
-        raise DatasetError(f"{dataset_name} ({split}): no usable rows left")
-    return dataset
+    return shuffle_and_limit(dataset, seed, limit, f"{dataset_name} ({split})")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -256,10 +261,4 @@ def get_sft_dataset(
     if len(dataset) - len(usable):
         what = "a completion" if own_completions else "a '####' answer"
         report(f"{dataset_name} ({split}): dropped {len(dataset) - len(usable)} of {len(dataset)} rows without a question or {what}")
-    if seed is not None:
-        usable = usable.shuffle(seed=seed)
-    if limit is not None and limit < len(usable):
-        usable = usable.select(range(limit))
-    if len(usable) == 0:
-        raise DatasetError(f"{dataset_name} ({split}): no usable rows left")
-    return usable
+    return shuffle_and_limit(usable, seed, limit, f"{dataset_name} ({split})")

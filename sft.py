@@ -38,11 +38,11 @@ from typing import Any
 
 import data
 import options
-from backends import BackendError, find_model
-from options import ConfigError, exit_with, flag_on, given, read_layers
-from smoke import SAMPLE_DATA_DIR
+from backends import BackendError, find_model, lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint
+from options import ConfigError, exit_with, flag_on, given, read_layers
 from runs import main_process_print, save_run_config, stop_interrupted
+from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
 RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-sft.yaml"
@@ -147,22 +147,13 @@ def builds_smoke_model(script_args: SFTScriptArguments) -> bool:
 def load_model(script_args: SFTScriptArguments, training_args: Any) -> tuple[Any, Any]:
     """The model to fine-tune (bf16 where training runs in bf16, else float32) and, with LoRA, its LoraConfig."""
     import torch
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if training_args.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(script_args.model_name_or_path, dtype=dtype)
     if not script_args.use_peft:
         return model, None
-    peft_config = LoraConfig(
-        r=script_args.lora_r,
-        lora_alpha=script_args.lora_alpha,
-        target_modules=list(script_args.lora_target_modules),
-        lora_dropout=0.0,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    return model, peft_config
+    return model, lora_config(script_args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,12 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+SHARED_DIR = REPO_DIR.parent / "shared"
+QWEN_TOKENIZER = SHARED_DIR / "tokenizers" / "qwen2.5"
+GSM8K = SHARED_DIR / "data" / "gsm8k"
 
 
 def go_offline() -> None:
@@ -36,3 +40,21 @@ def run_worker(script: str | Path, flags: dict, out: Path, label: str) -> dict:
     if done.returncode != 0:
         sys.exit(f"{label} worker failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(Path(out).read_text())
+
+
+def build_random_model(folder: Path, shape: dict | None, dtype: Any = None) -> None:
+    """A random Qwen2 of `shape` with the real Qwen2.5 tokenizer (../shared) in `folder`; None: smoke's tiny model."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    if shape is None:
+        from smoke import build_tiny_model
+
+        build_tiny_model(folder)
+        return
+    from transformers import AutoTokenizer
+
+    from smoke import build_qwen2_model
+
+    tokenizer = AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
+    build_qwen2_model(tokenizer, shape, dtype=dtype).save_pretrained(folder)

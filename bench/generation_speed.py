@@ -49,13 +49,11 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 
 import benchutil  # noqa: E402  (bench/ is on sys.path when run as a script)
+from benchutil import GSM8K, QWEN_TOKENIZER  # noqa: E402
 from hardware import GB, decode_limit_tokens_per_s, kv_bytes_per_token  # noqa: E402
 
 benchutil.go_offline()
 
-SHARED_DIR = REPO_DIR.parent / "shared"
-QWEN_TOKENIZER = SHARED_DIR / "tokenizers" / "qwen2.5"
-GSM8K = SHARED_DIR / "data" / "gsm8k"
 TODAY_BATCH = {"cpu": 8, "cuda": 16}  # evaluate.py's constant defaults before roofline.decode_batch_size
 
 
@@ -98,19 +96,10 @@ def clocked_generate(model: Any):
 def build_model(folder: Path, toy: bool) -> None:
     """A random Qwen2.5-0.5B-shaped float32 model with the real tokenizer, or smoke's tiny model (--toy)."""
     import torch
-    from transformers.utils import logging
 
-    logging.disable_progress_bar()
-    from smoke import QWEN25_05B_SHAPE, build_qwen2_model, build_tiny_model
+    from smoke import QWEN25_05B_SHAPE
 
-    if toy:
-        build_tiny_model(folder)
-        return
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
-    build_qwen2_model(tokenizer, QWEN25_05B_SHAPE, dtype=torch.float32).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    benchutil.build_random_model(folder, None if toy else QWEN25_05B_SHAPE, dtype=torch.float32)
 
 
 def load_prompts(dataset_name: str, n: int) -> list:

@@ -50,14 +50,12 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 
 import benchutil  # noqa: E402  (bench/ is on sys.path when run as a script)
-from benchutil import peak_rss_mib  # noqa: E402
+from benchutil import GSM8K, QWEN_TOKENIZER, peak_rss_mib  # noqa: E402
 
 benchutil.go_offline()
 
 VARIANTS = ("before", "after")
-SHARED_DIR = REPO_DIR.parent / "shared"
-QWEN_TOKENIZER = SHARED_DIR / "tokenizers" / "qwen2.5"
-GSM8K = SHARED_DIR / "data" / "gsm8k"
+
 MID_SHAPE = dict(
     hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
     vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768, initializer_range=0.1,
@@ -95,9 +93,9 @@ def step_clock() -> Any:
 def worker(args: argparse.Namespace) -> None:
     """train.main with the variant's flags; step and generation times, rewards and completions as JSON."""
     import pyarrow.parquet as pq
+    from gpu_bench import timed_trl_generation
 
     import train
-    from gpu_bench import timed_trl_generation
 
     output_dir = Path(str(Path(args.out).with_suffix("")) + "-run")
     flags = {
@@ -164,21 +162,7 @@ def run_worker(variant: str, args: argparse.Namespace, model_dir: Path, out: Pat
 
 def build_model(folder: Path, toy: bool) -> None:
     """The mid-size random model with the real Qwen2.5 tokenizer, or smoke's tiny model (--toy)."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    if toy:
-        from smoke import build_tiny_model
-
-        build_tiny_model(folder)
-        return
-    from transformers import AutoTokenizer
-
-    from smoke import build_qwen2_model
-
-    tokenizer = AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
-    build_qwen2_model(tokenizer, MID_SHAPE).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    benchutil.build_random_model(folder, None if toy else MID_SHAPE)
 
 
 def lm_head_scoring_seconds(model_dir: Path, rows: int, prompt_len: int, completion_len: int, repeat: int = 3) -> dict:

@@ -13,3 +13,25 @@ def run_script(script: str, *args: str, timeout: int = 300, env: dict | None = N
         [sys.executable, str(REPO / script), *map(str, args)],
         cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
+
+
+def build_wide_tiny_model(folder):
+    """smoke's tiny model with its matrices redrawn wide (std 0.3), so that every prompt gets its own completion.
+
+    With smoke's own init (std 0.02) greedy decoding prints newlines only: every prompt gives the same
+    completion, and batching, attention or an adapter would have nothing to change.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import smoke
+
+    folder = smoke.build_tiny_model(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() == 2:
+                weight.normal_(0.0, 0.3, generator=generator)
+    model.save_pretrained(folder)
+    return folder

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import build_wide_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import attention
@@ -14,15 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """smoke's tiny model (4 query heads share 2 KV heads) with wide random weights: prompts give different tokens."""
-    folder = smoke.build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for weight in model.parameters():
-            if weight.dim() == 2:
-                weight.normal_(0.0, 0.3, generator=generator)
-    model.save_pretrained(folder)
-    return folder
+    return build_wide_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 def load(folder, implementation):

@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import pytest
 from conftest import REPO
+from helpers import build_wide_tiny_model
 
 import evaluate
 import smoke
@@ -36,18 +37,7 @@ def tiny_model(tmp_path_factory):
     With smoke's own init (std 0.02) greedy decoding prints newlines only: every prompt gives the same
     completion, so batching and an adapter would have nothing to change.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    folder = smoke.build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for weight in model.parameters():
-            if weight.dim() == 2:
-                weight.normal_(0.0, 0.3, generator=generator)
-    model.save_pretrained(folder)
-    return folder
+    return build_wide_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """generation.py's shared-prefix batches and roofline.py's batch size: the same tokens, a batch from the limits."""
 
 import pytest
+from helpers import build_wide_tiny_model
 
 import smoke
 from data import get_gsm8k_questions
@@ -36,18 +37,7 @@ def test_shared_prefix_length(rows, expected):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """smoke's tiny model with wide random weights, so that every prompt gets its own completion."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    folder = smoke.build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for weight in model.parameters():
-            if weight.dim() == 2:
-                weight.normal_(0.0, 0.3, generator=generator)
-    model.save_pretrained(folder)
-    return folder
+    return build_wide_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.mark.slow
