@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,6 @@ class Stage:
     name: str
     seconds: float = 0.0
     log: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,9 +106,9 @@ def stage_env(threads: int | None, output_dir: Path) -> dict[str, str]:
 
 
 def run_stage(stage: Stage, command: list[str], env: dict[str, str], verbose: bool) -> None:
-    """Run one command, its output to the stage's log (and its key lines to the console); stop the demo on failure."""
+    """Run one command of a stage, its output added to the stage's log (key lines to the console); stop on failure."""
     start = time.perf_counter()
-    with open(stage.log, "w") as log, subprocess.Popen(
+    with open(stage.log, "a") as log, subprocess.Popen(
         command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as process:
         log.write("$ " + " ".join(command) + "\n")
@@ -119,7 +118,7 @@ def run_stage(stage: Stage, command: list[str], env: dict[str, str], verbose: bo
             if verbose or text.startswith(SHOWN_PREFIXES):
                 print(f"    {text}", flush=True)
         returncode = process.wait()
-    stage.seconds = time.perf_counter() - start
+    stage.seconds += time.perf_counter() - start
     if returncode != 0:
         tail = stage.log.read_text().splitlines()[-15:]
         print("\n".join(f"    | {line}" for line in tail), file=sys.stderr)
@@ -170,41 +169,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     quick_flags = ["--eval_steps", str(QUICK["eval_steps"]), "--eval_holdout", str(QUICK["eval_holdout"])] if args.quick else []
     seed = ["--seed", str(args.seed)]
 
-    stages = [Stage(name) for name in ("problems + tiny model", "sft.py", "train.py (GRPO)", "evaluate.py", "plot.py")]
-    for stage in stages:
-        stage.log = out / "logs" / f"{stage.name.split()[0].split('.')[0]}.log"
-    plan = [
-        [python, "miniature.py", "data", str(data_dir), *seed, "--train", str(TRAIN_PROBLEMS), "--test", str(TEST_PROBLEMS)],
-        [python, "sft.py", "--config", str(SFT_RECIPE), "--model_name_or_path", str(base_dir), "--dataset_name",
-         str(cold_start_dir), "--output_dir", str(sft_dir), *seed, *(["--max_steps", str(sft_steps)] if sft_steps else [])],
-        [python, "train.py", "--config", str(GRPO_RECIPE), "--model_name_or_path", str(sft_dir), "--dataset_name",
-         str(data_dir), "--output_dir", str(grpo_dir), *seed, *(["--max_steps", str(grpo_steps)] if grpo_steps else []),
-         *quick_flags],
-        [python, "evaluate.py", "--checkpoint", str(grpo_dir), "--base_model", str(sft_dir), "--dataset_name",
-         str(data_dir), "--split", "test", "--limit", str(TEST_PROBLEMS), "--max_new_tokens", str(EVAL_MAX_NEW_TOKENS),
-         "--batch_size", "50", "--output_dir", str(eval_dir)],
-        [python, "plot.py", str(grpo_dir)],
-    ]  # fmt: skip
-    more_data_commands = [
-        [python, "miniature.py", "cold-start", str(cold_start_dir), "--data", str(data_dir), *seed],
-        [python, "miniature.py", "model", str(base_dir), "--data", str(data_dir), *seed],
-    ]
-    plot_eval_command = [python, "plot.py", str(eval_dir)]
+    plan = {
+        # One stage: the tokenizer learns from the problems just written.
+        "problems + tiny model": [
+            [python, "miniature.py", "data", str(data_dir), *seed, "--train", str(TRAIN_PROBLEMS), "--test", str(TEST_PROBLEMS)],
+            [python, "miniature.py", "cold-start", str(cold_start_dir), "--data", str(data_dir), *seed],
+            [python, "miniature.py", "model", str(base_dir), "--data", str(data_dir), *seed],
+        ],
+        "sft.py": [
+            [python, "sft.py", "--config", str(SFT_RECIPE), "--model_name_or_path", str(base_dir), "--dataset_name",
+             str(cold_start_dir), "--output_dir", str(sft_dir), *seed, *(["--max_steps", str(sft_steps)] if sft_steps else [])],
+        ],
+        "train.py (GRPO)": [
+            [python, "train.py", "--config", str(GRPO_RECIPE), "--model_name_or_path", str(sft_dir), "--dataset_name",
+             str(data_dir), "--output_dir", str(grpo_dir), *seed, *(["--max_steps", str(grpo_steps)] if grpo_steps else []),
+             *quick_flags],
+        ],
+        "evaluate.py": [
+            [python, "evaluate.py", "--checkpoint", str(grpo_dir), "--base_model", str(sft_dir), "--dataset_name",
+             str(data_dir), "--split", "test", "--limit", str(TEST_PROBLEMS), "--max_new_tokens", str(EVAL_MAX_NEW_TOKENS),
+             "--batch_size", "50", "--output_dir", str(eval_dir)],
+        ],
+        "plot.py": [[python, "plot.py", str(grpo_dir)], [python, "plot.py", str(eval_dir)]],
+    }  # fmt: skip
 
     print(f"demo: the recipe end to end on CPU, seed {args.seed}, everything in {out}", flush=True)
-    for number, (stage, command) in enumerate(zip(stages, plan), start=1):
-        print(f"[{number}/{len(stages)}] {stage.name} ...", flush=True)
-        run_stage(stage, command, env, args.verbose)
-        if stage.name.startswith("problems"):  # same stage: the tokenizer learns from the problems just written
-            for more in more_data_commands:
-                seconds = stage.seconds
-                run_stage(stage, more, env, args.verbose)
-                stage.seconds += seconds
-        if stage.name == "plot.py":
-            seconds = stage.seconds
-            run_stage(stage, plot_eval_command, env, args.verbose)
-            stage.seconds += seconds
-        print(f"      done in {stage.seconds:.0f} s (log: {stage.log.relative_to(out.parent)})", flush=True)
+    stages = []
+    try:
+        for number, (name, commands) in enumerate(plan.items(), start=1):
+            stage = Stage(name, log=out / "logs" / f"{name.split()[0].split('.')[0]}.log")
+            stages.append(stage)
+            print(f"[{number}/{len(plan)}] {name} ...", flush=True)
+            for command in commands:
+                run_stage(stage, command, env, args.verbose)
+            print(f"      done in {stage.seconds:.0f} s (log: {stage.log.relative_to(out.parent)})", flush=True)
+    except KeyboardInterrupt:
+        print(f"\ndemo.py: interrupted during {stages[-1].name if stages else 'setup'}; what ran so far is in {out} "
+              "(start again with --overwrite)", file=sys.stderr)  # fmt: skip
+        raise SystemExit(130) from None
 
     models = json.loads((eval_dir / "summary.json").read_text())["models"]
     curve = heldout_curve(grpo_dir)
