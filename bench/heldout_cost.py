@@ -23,7 +23,10 @@ from run_metrics import existing_metrics_file, heldout_entries, read_jsonl, step
 
 def heldout_cost(run_dir: str | Path) -> dict[str, float]:
     """Median step and evaluation seconds of a run, their ratio, and evaluation's share of the run's time."""
-    entries, _ = read_jsonl(existing_metrics_file(run_dir))
+    try:
+        entries, _ = read_jsonl(existing_metrics_file(run_dir))
+    except FileNotFoundError as error:
+        raise SystemExit(f"heldout_cost.py: error: {error}") from None
     step_times = [e["step_time"] for e in step_entries(entries) if "step_time" in e]
     eval_times = [e["eval_runtime"] for e in heldout_entries(entries) if "eval_runtime" in e]
     if not step_times or not eval_times:

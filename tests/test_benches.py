@@ -59,3 +59,17 @@ def test_grpo_step_runs_checks_rewards_and_prints_its_headline():
     assert "trl's fused LM head without Triton" in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("GRPO step before vs after:")
     assert headline_ratio(result.stdout) > 0
+
+
+def test_heldout_cost_reads_a_run_with_held_out_evaluations(tmp_path):
+    run = run_script("train.py", "--smoke", "--output_dir", tmp_path / "run", "--max_steps", "2")
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = run_script("bench/heldout_cost.py", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    step = float(re.search(r"one training step:\s+([\d.]+) s \(median of 2\)", result.stdout).group(1))
+    evaluation = float(re.search(r"one evaluation:\s+([\d.]+) s", result.stdout).group(1))
+    ratio = float(re.search(r"evaluation / step:\s+([\d.]+)x", result.stdout).group(1))
+    assert step > 0 and evaluation > 0 and ratio == pytest.approx(evaluation / step, rel=0.05)
+    assert "eval_holdout 4" in result.stdout
+    missing = run_script("bench/heldout_cost.py", tmp_path / "nowhere")
+    assert missing.returncode == 1 and "heldout_cost.py: error:" in missing.stderr and "Traceback" not in missing.stderr
