@@ -58,3 +58,4 @@ def build_random_model(folder: Path, shape: dict | None, dtype: Any = None) -> N
 
     tokenizer = AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
     build_qwen2_model(tokenizer, shape, dtype=dtype).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from conftest import REPO
 from helpers import run_script
 
 pytestmark = pytest.mark.slow
@@ -73,3 +74,18 @@ def test_heldout_cost_reads_a_run_with_held_out_evaluations(tmp_path):
     assert "eval_holdout 4" in result.stdout
     missing = run_script("bench/heldout_cost.py", tmp_path / "nowhere")
     assert missing.returncode == 1 and "heldout_cost.py: error:" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_random_model_of_a_real_shape_comes_with_the_real_tokenizer(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import benchutil
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not benchutil.QWEN_TOKENIZER.is_dir():
+        pytest.skip("needs ../shared (the Qwen2.5 tokenizer)")
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    benchutil.build_random_model(tmp_path / "model", shape)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
+    assert tokenizer.chat_template and AutoConfig.from_pretrained(tmp_path / "model").hidden_size == 32
