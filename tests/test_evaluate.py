@@ -249,8 +249,8 @@ def test_bad_input_fails_fast_with_one_line(case, tmp_path):
 def test_a_long_cpu_evaluation_warns_with_the_time_to_expect(tiny_model):
     assert evaluate.cpu_time_warning(300, 512) is None  # a few hundred completions: no warning
     warning = evaluate.cpu_time_warning(2 * 1319, 512, 494_032_768)  # base and tuned, Qwen2.5-0.5B, all 1319
-    assert "2638 completions on the CPU" in warning and "up to 10.4 hours" in warning and "--limit N" in warning
-    assert "up to 20.8 hours" in evaluate.cpu_time_warning(2 * 1319, 512, 2 * 494_032_768)  # twice the size
+    assert "2638 completions on the CPU" in warning and "up to 6.0 hours" in warning and "--limit N" in warning
+    assert "up to 12.0 hours" in evaluate.cpu_time_warning(2 * 1319, 512, 2 * 494_032_768)  # twice the size
     # The tiny test model generates those in well under the warning's 10 minutes.
     parameters = evaluate.count_parameters(str(tiny_model))
     assert 0 < parameters < 1_000_000 and evaluate.cpu_time_warning(2 * 1319, 512, parameters) is None
