@@ -33,53 +33,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run_metrics import (
+from plot_eval import EVAL_SUMMARY_FILE, PLOTS_SUBDIR, PlotError, new_figure, plot_eval
+from run_metrics import (  # noqa: F401  (still importable from here)
     ACCURACY_SCORES,
-    heldout_entries,
+    METRICS_FILE,
+    STEP_KEY_PREFIXES,
+    STEP_KEYS,
+    auto_smoothing,
+    ema,
     existing_metrics_file,
+    heldout_entries,
+    is_step_entry,
+    load_metrics,
     metrics_path,
     read_jsonl,
     reward_components,
     series,
     step_entries,
 )
-from plot_eval import EVAL_SUMMARY_FILE, PLOTS_SUBDIR, PlotError, new_figure, plot_eval
-from run_metrics import (  # noqa: F401  (still importable from here)
-    METRICS_FILE,
-    STEP_KEY_PREFIXES,
-    STEP_KEYS,
-    is_step_entry,
-    load_metrics,
-)
 
 # Keys of the run's final summary entry, logged once training ends: the run is finished.
 FINISHED_KEYS = ("train_runtime", "train_loss")
-
-# ---------------------------------------------------------------------------------------------------------
-# Smoothing
-
-
-def auto_smoothing(n_points: int) -> float:
-    """An EMA weight averaging over about 1/20 of the logged points (1 / (1 - w) of them), within 2..20.
-
-    A heavier weight would make the curve lag the run's trend by w / (1 - w) steps.
-    """
-    return min(0.95, max(0.5, 1.0 - 20.0 / max(n_points, 1)))
-
-
-def ema(values: Sequence[float], weight: float) -> list[float]:
-    """TensorBoard's debiased exponential moving average; NaN points stay NaN and do not reset it."""
-    smoothed, last, count = [], 0.0, 0
-    for value in values:
-        if not math.isfinite(value):
-            smoothed.append(math.nan)
-            continue
-        count += 1
-        last = weight * last + (1.0 - weight) * value
-        # Dividing by 1 - w^k removes the pull towards the zero the average starts from.
-        smoothed.append(last / (1.0 - weight**count) if weight > 0 else value)
-    return smoothed
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Drawing
@@ -370,7 +344,9 @@ class PlotArguments:
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[str | None, PlotArguments]:
     """The run directory (or None) and the options; argparse exits with code 2 on a bad command line."""
-    from transformers import HfArgumentParser  # here, so `import plot` for load_metrics stays light
+    from transformers import (
+        HfArgumentParser,  # here, so `import plot` for load_metrics stays light
+    )
 
     # The module docstring's commands as the help text; the fields' help already says what their defaults mean.
     parser = HfArgumentParser(

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,25 @@ def reward_components(entries: Sequence[dict[str, Any]]) -> list[str]:
             if key.startswith("rewards/") and key.endswith("/mean"):
                 names[key[len("rewards/") : -len("/mean")]] = None
     return list(names)
+
+
+def auto_smoothing(n_points: int) -> float:
+    """An EMA weight averaging over about 1/20 of the logged points (1 / (1 - w) of them), within 2..20.
+
+    A heavier weight would make the curve lag the run's trend by w / (1 - w) steps.
+    """
+    return min(0.95, max(0.5, 1.0 - 20.0 / max(n_points, 1)))
+
+
+def ema(values: Sequence[float], weight: float) -> list[float]:
+    """TensorBoard's debiased exponential moving average; NaN points stay NaN and do not reset it."""
+    smoothed, last, count = [], 0.0, 0
+    for value in values:
+        if not math.isfinite(value):
+            smoothed.append(math.nan)
+            continue
+        count += 1
+        last = weight * last + (1.0 - weight) * value
+        # Dividing by 1 - w^k removes the pull towards the zero the average starts from.
+        smoothed.append(last / (1.0 - weight**count) if weight > 0 else value)
+    return smoothed

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO
 from helpers import build_wide_tiny_model
 
+import checks
 import evaluate
 import smoke
 from data import get_gsm8k_questions
@@ -259,8 +260,8 @@ def test_a_long_cpu_evaluation_warns_with_the_time_to_expect(tiny_model):
 @pytest.mark.slow
 def test_the_cpu_warning_is_logged_before_generating(monkeypatch, tmp_path, capsys):
     # Thresholds lowered so that two completions of the tiny model count as a long CPU evaluation.
-    monkeypatch.setattr(evaluate, "CPU_WARNING_COMPLETIONS", 1)
-    monkeypatch.setattr(evaluate, "CPU_WARNING_MINUTES", 0)
+    monkeypatch.setattr(checks, "CPU_WARNING_COMPLETIONS", 1)
+    monkeypatch.setattr(checks, "CPU_WARNING_MINUTES", 0)
     main(["--smoke", "--limit", "2", "--output_dir", str(tmp_path)])
     log = capsys.readouterr().err
     assert "warning: 2 completions on the CPU, up to 32 tokens each" in log
