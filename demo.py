@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def prepare_output_dir(path: Path, overwrite: bool) -> None:
     """An empty output folder; an earlier run there is kept unless --overwrite (exit 2 with one line)."""
+    if path.exists() and not path.is_dir():
+        print(f"demo.py: error: --output_dir {path} is a file, not a folder", file=sys.stderr)
+        raise SystemExit(2)
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             print(f"demo.py: error: {path} already holds a run: pass --overwrite, or choose another --output_dir",

@@ -20,6 +20,13 @@ def test_bad_flags_and_an_earlier_run_are_refused_before_anything_runs(tmp_path)
     assert not (tmp_path / "x").exists()
 
 
+def test_an_output_dir_that_is_a_file_is_refused_in_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    done = run_script("demo.py", "--output_dir", tmp_path / "notes.txt")
+    assert done.returncode == 2 and "is a file, not a folder" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_summary_table_reports_both_stages_the_gain_and_the_times():
     stages = [demo.Stage("sft.py", 100.0), demo.Stage("train.py (GRPO)", 200.0)]
     models = {"base": {"n": 200, "strict": 0.3, "formatted": 0.99}, "tuned": {"n": 200, "strict": 0.55, "formatted": 1.0}}
