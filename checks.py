@@ -1,8 +1,7 @@
 """Checks the scripts run before any model loads: the machine, the configuration, the output folder, the data size.
 
 Each raises `options.ConfigError` with one line that names what the user wrote and what to change; train.py and
-sft.py print it and exit with code 2. evaluate.py's warning of a long CPU evaluation is here too (it only
-warns). Nothing here imports torch at module level.
+sft.py print it and exit with code 2. Nothing here imports torch at module level.
 """
 
 from __future__ import annotations
@@ -286,31 +285,3 @@ def check_steps(num_problems: int, script_args, training_args) -> int:
             f"({per_epoch} steps per epoch); set --max_steps or --num_train_epochs above 0"
         )
     return steps
-
-
-# Batched greedy decoding of Qwen2.5-0.5B's shape (494M parameters) in float32 at evaluate.py's default batch
-# on a quiet 2-core machine (docs/BENCHMARKS.md, "Generation on the transformers path": 62.3 tokens/s end to
-# end at batch 32, 2 threads): what a CPU evaluation of the real model costs. Decoding reads every weight once per token, so
-# another model's speed is taken as inversely proportional to its size.
-CPU_TOKENS_PER_SECOND = 62.3
-CPU_REFERENCE_PARAMETERS = 494_032_768
-CPU_WARNING_COMPLETIONS = 300
-CPU_WARNING_MINUTES = 10
-
-
-def cpu_time_warning(completions: int, max_new_tokens: int, parameters: int | None = None) -> str | None:
-    """A warning with the time to expect when more than a few hundred completions are to be generated on the CPU.
-
-    `parameters`: the model's size, when known (else that of Qwen2.5-0.5B). None: nothing worth a warning.
-    """
-    size = parameters or CPU_REFERENCE_PARAMETERS
-    tokens_per_second = CPU_TOKENS_PER_SECOND * CPU_REFERENCE_PARAMETERS / size
-    seconds = completions * max_new_tokens / tokens_per_second
-    if completions <= CPU_WARNING_COMPLETIONS or seconds < CPU_WARNING_MINUTES * 60:
-        return None
-    return (
-        f"warning: {completions} completions on the CPU, up to {max_new_tokens} tokens each: at "
-        f"~{tokens_per_second:.3g} tokens/s for a {size / 1e9:.2g}B-parameter model (measured: {CPU_TOKENS_PER_SECOND:g} tokens/s for 0.5B, "
-        f"float32, 2 cores) that is up to {seconds / 3600:.1f} hours. A CUDA GPU takes minutes; "
-        "--limit N scores only the first N problems."
-    )

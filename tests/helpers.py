@@ -15,8 +15,13 @@ def run_script(script: str, *args: str, timeout: int = 300, env: dict | None = N
     )
 
 
-def build_wide_tiny_model(folder):
-    """smoke's tiny model with its matrices redrawn wide (std 0.3), so that every prompt gets its own completion.
+# The smallest shape vLLM's CPU attention takes: head size 64 (smoke's tiny model has 16), grouped-query like Qwen.
+VLLM_TINY_SHAPE = dict(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1)
+
+
+def build_wide_tiny_model(folder, **shape):
+    """smoke's tiny model (`shape` changes its sizes) with its matrices redrawn wide (std 0.3), so that every
+    prompt gets its own completion.
 
     With smoke's own init (std 0.02) greedy decoding prints newlines only: every prompt gives the same
     completion, and batching, attention or an adapter would have nothing to change.
@@ -26,7 +31,12 @@ def build_wide_tiny_model(folder):
 
     import smoke
 
-    folder = smoke.build_tiny_model(folder)
+    if shape:
+        tokenizer = smoke.build_tiny_tokenizer()
+        smoke.build_qwen2_model(tokenizer, {**smoke.TINY_SHAPE, **shape}).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    else:
+        folder = smoke.build_tiny_model(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():

@@ -1,31 +1,20 @@
-"""evaluate.py: the scorer, base vs checkpoint on a tiny model, the base cache, bad input, the vLLM wiring."""
+"""evaluate.py: the scorer, base vs checkpoint on a tiny model, the base cache, bad input (vLLM: test_vllm.py)."""
 
-import importlib.machinery
 import json
 import os
 import shutil
 import subprocess
 import sys
-import types
-from typing import ClassVar
 
 import pytest
 from conftest import REPO
 from helpers import build_wide_tiny_model
 
-import checks
 import evaluate
 import smoke
 from data import get_gsm8k_questions
 from evaluate import main, score_completion
-from generation import (
-    VLLM_GPU_MEMORY_UTILIZATION,
-    ModelSource,
-    generate_hf,
-    load_tokenizer,
-    prompt_texts,
-    to_completion,
-)
+from generation import ModelSource, generate_hf, load_tokenizer, prompt_texts, to_completion
 
 SAMPLES = str(smoke.SAMPLE_DATA_DIR)
 FORMATTED = "<reasoning>\n34 + 12 = 46\n</reasoning>\n<validate>\nok\n</validate>\n<answer>\n{}\n</answer>"
@@ -247,27 +236,6 @@ def test_bad_input_fails_fast_with_one_line(case, tmp_path):
     assert not (tmp_path / "eval_results").exists()
 
 
-def test_a_long_cpu_evaluation_warns_with_the_time_to_expect(tiny_model):
-    assert evaluate.cpu_time_warning(300, 512) is None  # a few hundred completions: no warning
-    warning = evaluate.cpu_time_warning(2 * 1319, 512, 494_032_768)  # base and tuned, Qwen2.5-0.5B, all 1319
-    assert "2638 completions on the CPU" in warning and "up to 6.0 hours" in warning and "--limit N" in warning
-    assert "up to 12.0 hours" in evaluate.cpu_time_warning(2 * 1319, 512, 2 * 494_032_768)  # twice the size
-    # The tiny test model generates those in well under the warning's 10 minutes.
-    parameters = evaluate.count_parameters(str(tiny_model))
-    assert 0 < parameters < 1_000_000 and evaluate.cpu_time_warning(2 * 1319, 512, parameters) is None
-
-
-@pytest.mark.slow
-def test_the_cpu_warning_is_logged_before_generating(monkeypatch, tmp_path, capsys):
-    # Thresholds lowered so that two completions of the tiny model count as a long CPU evaluation.
-    monkeypatch.setattr(checks, "CPU_WARNING_COMPLETIONS", 1)
-    monkeypatch.setattr(checks, "CPU_WARNING_MINUTES", 0)
-    main(["--smoke", "--limit", "2", "--output_dir", str(tmp_path)])
-    log = capsys.readouterr().err
-    assert "warning: 2 completions on the CPU, up to 32 tokens each" in log
-    assert log.index("warning: 2 completions") < log.index("base: generating")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # transformers generation
 
@@ -411,97 +379,3 @@ def test_merged_model_checkpoint_results_default_to_its_eval_folder(tiny_model, 
     )
     base, tuned = read_jsonl(checkpoint / "eval" / "base.jsonl"), read_jsonl(checkpoint / "eval" / "tuned.jsonl")
     assert [r["completion"] for r in base] == [r["completion"] for r in tuned]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# vLLM wiring, with a fake vllm module (vllm needs a GPU and cannot be installed here)
-
-
-class FakeLLM:
-    instances: ClassVar[list] = []
-
-    def __init__(self, model, **kwargs):
-        self.model, self.kwargs, self.chats = model, kwargs, []
-        FakeLLM.instances.append(self)
-
-    def chat(self, messages, sampling_params=None, use_tqdm=True, lora_request=None, **kwargs):
-        self.chats.append((messages, sampling_params, lora_request, kwargs))
-        # base: unformatted and cut off; adapter: formatted, answers 46 (the first sample problem's gold)
-        text, finish = (FORMATTED.format("46"), "stop") if lora_request else ("no idea", "length")
-        return [
-            types.SimpleNamespace(outputs=[types.SimpleNamespace(text=text, token_ids=[5, 6, 7], finish_reason=finish)])
-            for _ in messages
-        ]
-
-
-class FakeSamplingParams:
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-
-class FakeLoRARequest:
-    def __init__(self, *args):
-        self.args = args
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    vllm = types.ModuleType("vllm")
-    vllm.__spec__ = importlib.machinery.ModuleSpec("vllm", None)  # find_spec("vllm") sees it as installed
-    vllm.LLM, vllm.SamplingParams = FakeLLM, FakeSamplingParams
-    lora, request = types.ModuleType("vllm.lora"), types.ModuleType("vllm.lora.request")
-    request.LoRARequest = FakeLoRARequest
-    for name, module in {"vllm": vllm, "vllm.lora": lora, "vllm.lora.request": request}.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    FakeLLM.instances = []
-    return FakeLLM
-
-
-def test_vllm_backend_makes_one_engine_and_one_chat_call_per_model(fake_vllm, tiny_model, tmp_path):
-    # rank 12: vLLM only takes 1, 8, 16, 32, ... as max_lora_rank
-    adapter = write_adapter(tmp_path / "adapter", str(tiny_model), r=12)
-    summary = main(
-        [
-            "--backend",
-            "vllm",
-            "--checkpoint",
-            str(adapter),
-            "--dataset_name",
-            SAMPLES,
-            "--limit",
-            "3",
-            "--max_new_tokens",
-            "16",
-            "--output_dir",
-            str(tmp_path / "out"),
-        ]
-    )
-
-    prompts = get_gsm8k_questions(split="test", dataset_name=SAMPLES, limit=3)["prompt"]
-    tokenizer = load_tokenizer(str(tiny_model))
-    longest = max(len(tokenizer(t, add_special_tokens=False).input_ids) for t in prompt_texts(tokenizer, prompts))
-    [llm] = fake_vllm.instances
-    assert llm.model == str(tiny_model)
-    assert llm.kwargs == {
-        "tokenizer": str(tiny_model),
-        "enable_lora": True,
-        "max_lora_rank": 16,
-        "max_model_len": longest + 16,
-        "gpu_memory_utilization": VLLM_GPU_MEMORY_UTILIZATION,
-        "seed": 0,
-    }
-    (base_messages, base_params, base_lora, _), (tuned_messages, tuned_params, tuned_lora, _) = llm.chats
-    assert base_messages == tuned_messages == prompts
-    assert base_params.kwargs == tuned_params.kwargs == {"temperature": 0, "max_tokens": 16}
-    assert base_lora is None and tuned_lora.args == ("adapter", 1, str(adapter))
-    assert summary["models"]["base"] == {
-        "n": 3,
-        "strict": 0,
-        "numeric": 0,
-        "flexible": 0,
-        "formatted": 0,
-        "mean_tokens": 3,
-        "cut_off": 1,
-    }
-    assert summary["models"]["tuned"]["strict"] == pytest.approx(1 / 3)
-    assert summary["models"]["tuned"]["cut_off"] == 0
