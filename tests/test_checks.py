@@ -190,3 +190,35 @@ def test_a_smoke_run_in_its_own_folder_starts_it_afresh(tmp_path, monkeypatch):
 def test_no_fast_inference_is_fast_inference_false(unsloth_machine):
     script_args, training_args, _, _ = train.parse_args(["--no_fast_inference"])
     assert script_args.fast_inference is False and training_args.use_vllm is False
+
+
+# --- trl's vLLM generation on the hf backend: refused where it cannot train ----------------------------------
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("colocate", "linear.py:216"), ("server", "vllm_client.py:757")])
+def test_trl_vllm_generation_on_the_cpu_is_refused_with_its_reason(monkeypatch, mode, reason):
+    monkeypatch.setattr(checks, "is_installed", lambda name: True)
+    with pytest.raises(ConfigError, match=f"^use_vllm .--use_vllm on the command line. with vllm_mode {mode} on the CPU: ") as refusal:
+        parsed("--smoke", "--use_vllm", "true", "--vllm_mode", mode)
+    assert reason in str(refusal.value) and str(refusal.value).endswith("--use_vllm false generates with transformers")
+
+
+def test_trl_vllm_generation_without_vllm_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(checks, "is_installed", lambda name: name != "vllm")
+    with pytest.raises(ConfigError, match=r"^use_vllm .* needs vllm: pip install -r requirements.txt"):
+        parsed("--smoke", "--use_vllm", "true")
+
+
+def test_the_recipe_s_vllm_is_switched_off_on_the_cpu_with_a_note(monkeypatch):
+    monkeypatch.setattr(checks, "is_installed", lambda name: True)
+    script_args, training_args, _, notes = train.parse_args(["--use_cpu"])
+    assert training_args.use_vllm is False
+    assert "use_vllm off: trl's vLLM generation needs a CUDA GPU; generating with transformers" in notes
+
+
+def test_train_py_refuses_cpu_vllm_in_one_line_before_loading(tmp_path):
+    result = run_script("train.py", "--smoke", "--use_vllm", "true", "--output_dir", tmp_path / "run", timeout=120)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("train.py: error: use_vllm (--use_vllm on the command line) ")
+    assert not (tmp_path / "run" / "base-model").exists()  # the tiny model was never built

