@@ -179,7 +179,9 @@ class VllmGenerator:
         return completions
 
     def close(self) -> None:
-        """Drop the engine so the next model gets the memory."""
+        """Stop the engine so the next model gets the memory."""
         if self.llm is not None:
+            # The engine runs in processes of its own; dropping the LLM leaves them to the garbage collector.
+            self.llm.llm_engine.engine_core.shutdown()
             self.llm = self.model = None
             free_memory()
