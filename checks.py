@@ -250,6 +250,18 @@ def find_checkpoint(script_args, training_args) -> str | None:
     return last
 
 
+def unwritable_folder(path: Path) -> str | None:
+    """Why files cannot be written into folder `path` (a file in its place or above it, no permission); None if fine."""
+    existing = Path(path)
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 # --- checks that need the data ----------------------------------------------------------------------------
 
 
