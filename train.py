@@ -286,15 +286,25 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         GracefulInterruptCallback,
         HeldOutAccuracyCallback,
         MetricsFileCallback,
+        last_heldout_step,
         trim_metrics,
     )
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
-    save_run_config(script_args, training_args, backend)
     interrupt = GracefulInterruptCallback()
     eval_temperature = training_args.temperature if heldout is not None else None
     callbacks = [MetricsFileCallback(training_args.output_dir, interrupt, eval_temperature), interrupt]
-    heldout_progress = HeldOutAccuracyCallback(len(heldout), training_args.temperature) if heldout is not None else None
+    heldout_progress = None
+    if resume_from:
+        resume_step = json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]
+        trim_metrics(training_args.output_dir, resume_step)
+        main_process_print(f"resuming from {resume_from}")
+    if heldout is not None:
+        evaluated = last_heldout_step(training_args.output_dir, resume_step) if resume_from else None
+        if resume_from and evaluated == resume_step:
+            training_args.eval_on_start = False  # that step's held-out evaluation is in metrics.jsonl already
+        heldout_progress = HeldOutAccuracyCallback(len(heldout), training_args.temperature, evaluated)
+    save_run_config(script_args, training_args, backend)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -312,10 +322,6 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
-    if resume_from:
-        state = json.loads((Path(resume_from) / "trainer_state.json").read_text())
-        trim_metrics(training_args.output_dir, state["global_step"])
-        main_process_print(f"resuming from {resume_from}")
     try:
         trainer.train(resume_from_checkpoint=resume_from)
     except KeyboardInterrupt:

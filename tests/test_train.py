@@ -98,6 +98,8 @@ def test_resume_continues_at_the_right_step(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout and "checkpoint-2" in resumed.stdout
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2, 3, 4]
+    # One held-out evaluation per step: step 2's is kept from the first run, not made again on resuming.
+    assert [m["step"] for m in metrics(out) if "eval/strict" in m] == [0, 2, 4]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     # --resume_from_checkpoint PATH continues that checkpoint, here into a new folder.
