@@ -53,7 +53,7 @@ from checks import (
 )
 from heldout import hold_out, with_scorers
 from options import ConfigError, exit_with, flag_on, given, read_layers
-from runs import is_main_process, main_process_print, save_run_config, stop_interrupted
+from runs import is_main_process, main_process_print, save_run_config, stop_after_training, stop_interrupted, train_or_restore
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -323,19 +323,26 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        train_or_restore(trainer, resume_from)
     except KeyboardInterrupt:
         stop_interrupted(argv, training_args, trainer.state.global_step, saved=False)
     if interrupt.interrupted:
         stop_interrupted(argv, training_args, trainer.state.global_step, saved=True)
-    if heldout_progress is not None and heldout_progress.last_step != trainer.state.global_step:
-        trainer.evaluate()  # the curve ends where training does
-
-    # Save: the adapter and tokenizer at the top of output_dir, optionally a merged model.
-    trainer.save_model(training_args.output_dir)
-    if script_args.save_merged and trainer.accelerator.is_main_process:
-        save_merged_model(trainer, tokenizer, backend, Path(training_args.output_dir) / "merged")
     output_dir = training_args.output_dir
+
+    # Evaluate and save; a Ctrl-C from here on says what is written and how to finish.
+    doing, written = "the final held-out evaluation", []
+    try:
+        if heldout_progress is not None and heldout_progress.last_step != trainer.state.global_step:
+            trainer.evaluate()  # the curve ends where training does
+        doing = f"saving the adapter to {output_dir}"
+        trainer.save_model(output_dir)  # the adapter and tokenizer at the top of output_dir
+        written.append(f"the adapter + tokenizer are in {output_dir}")
+        if script_args.save_merged and trainer.accelerator.is_main_process:
+            doing = f"writing the merged model to {output_dir}/merged"
+            save_merged_model(trainer, tokenizer, backend, Path(output_dir) / "merged")
+    except KeyboardInterrupt:
+        stop_after_training(argv, training_args, trainer.state.global_step, doing, written)
     main_process_print(
         f"\ndone: {trainer.state.global_step} steps. adapter + tokenizer in {output_dir}, metrics in "
         f"{output_dir}/metrics.jsonl, config in {output_dir}/run_config.json"

@@ -136,6 +136,52 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
     assert not any("train_runtime" in m for m in metrics(out))  # nor a finished-looking metrics file
 
 
+# A Ctrl-C once training is over, stood in for by the interrupted call raising KeyboardInterrupt.
+INTERRUPT = (
+    "import sys, train, trl\n"
+    "def ctrl_c(*args, **kwargs):\n    raise KeyboardInterrupt\n"
+    "def train_then_ctrl_c_on_save(self, *args, **kwargs):\n"
+    "    TRAIN(self, *args, **kwargs)\n    self.save_model = ctrl_c\n"
+    "TRAIN = trl.GRPOTrainer.train\n"
+    "if sys.argv[1] == 'merge':\n    train.save_merged_model = ctrl_c\n"
+    "else:\n    trl.GRPOTrainer.train = train_then_ctrl_c_on_save\n"
+    "train.main(sys.argv[2:])\n"
+)
+
+
+@pytest.mark.parametrize("interrupted", ["merge", "save"])
+def test_ctrl_c_after_training_says_what_was_written_and_how_to_finish(tmp_path, interrupted):
+    out = tmp_path / "run"
+    argv = ["--smoke", "--output_dir", str(out), "--max_steps", "2", "--save_merged"]
+    result = subprocess.run([sys.executable, "-c", INTERRUPT, interrupted, *argv], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 130, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    if interrupted == "merge":
+        assert last.startswith(f"interrupted while writing the merged model to {out}/merged, after training ended at "
+                               f"step 2: the adapter + tokenizer are in {out}; the last checkpoint is {out}/checkpoint-2.")  # fmt: skip
+    else:
+        assert last.startswith(f"interrupted while saving the adapter to {out}, after training ended at step 2: the "
+                               f"final model was not written; the last checkpoint is {out}/checkpoint-2.")  # fmt: skip
+    assert " To finish: python train.py " in last and last.endswith(" --resume")
+    assert "interrupted at step" not in result.stdout  # the training loop's message is for a stop mid-training
+    if interrupted == "save":
+        assert not (out / "adapter_model.safetensors").exists()
+        return
+    # The printed command finishes the run: nothing left to train, the adapter and merged model written.
+    finish = run_script("train.py", *argv, "--resume")
+    assert finish.returncode == 0, finish.stderr[-3000:]
+    assert "done: 2 steps" in finish.stdout
+    assert (out / "adapter_model.safetensors").is_file() and (out / "merged" / "config.json").is_file()
+    assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
+    assert [m["step"] for m in metrics(out) if "eval/strict" in m] == [0, 2]
+    # The trained weights, not a fresh adapter: the adapter written equals checkpoint-2's.
+    from safetensors.numpy import load_file
+
+    final, checkpoint = load_file(out / "adapter_model.safetensors"), load_file(out / "checkpoint-2" / "adapter_model.safetensors")
+    assert final.keys() == checkpoint.keys() and all((final[k] == checkpoint[k]).all() for k in final)
+
+
 def test_two_processes_on_cpu(tmp_path):
     # The README's command (torchrun); `accelerate launch --cpu` would start one process only.
     out = tmp_path / "run"
