@@ -151,6 +151,20 @@ def check_unsloth_settings(layers: Layers, backend: str, fast_inference: bool, t
 # --- checks that need no model ---------------------------------------------------------------------------
 
 
+def check_save_merged(script_args, backend: str) -> None:
+    """Refuse --save_merged with --load_in_4bit on the hf backend: that merge fails only after training.
+
+    save_merged_model casts the merged model to bf16, which transformers refuses for a bitsandbytes model ("You
+    cannot cast a bitsandbytes model in a new `dtype`"), and peft's merge into 4-bit weights re-quantizes them
+    (peft warns of rounding errors). Unsloth's save_pretrained_merged writes 16-bit weights itself.
+    """
+    if backend == "hf" and script_args.load_in_4bit and script_args.save_merged:
+        raise ConfigError(
+            "--save_merged with --load_in_4bit: the hf backend cannot write a 16-bit merged model from 4-bit weights; "
+            "drop one of them (the saved adapter can be merged into the 16-bit base later), or use --backend unsloth"
+        )
+
+
 def check_config(script_args, training_args, builds_model: bool = False) -> list:
     """Everything that can be wrong before a model loads (raises ConfigError); returns the reward functions.
 

@@ -47,6 +47,7 @@ from checks import (
     adapt_to_machine,
     check_config,
     check_device,
+    check_save_merged,
     check_steps,
     check_unsloth_settings,
     find_checkpoint,
@@ -197,7 +198,12 @@ def parse_args(argv: list[str]):
         source = layers.where("backend")
         raise BackendError(str(error) if source.endswith("command line") else f"{error} (backend from {source})") from None
     if backend == "unsloth":
-        import unsloth  # noqa: F401  -- must come before trl/transformers/peft: it patches them on import
+        try:
+            import unsloth  # noqa: F401  -- must come before trl/transformers/peft: it patches them on import
+        except Exception as error:  # noqa: BLE001 -- a broken install fails in many ways (ImportError, RuntimeError, ...)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = f"backend unsloth ({reason}): import unsloth failed: {first}; --backend hf trains without it"
+            raise BackendError(message) from None
     notes = [f"backend: {backend} ({reason})", *adapt_to_machine(layers, backend, use_cpu)]
 
     from trl import GRPOConfig
@@ -223,6 +229,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     try:
         script_args, training_args, backend, notes = parse_args(argv)
         check_device(script_args, training_args)  # first: the hub lookups of the model check can take a while
+        check_save_merged(script_args, backend)
         clear_smoke_folder(script_args, training_args)
         reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)

@@ -251,6 +251,7 @@ def test_custom_reward_from_a_file(tmp_path):
         (["--reward_funcs", "missing.py:fn"], "no such Python file"),
         (["--model_name_or_path", "/no/such/model"], "model '/no/such/model' not found: no local folder with config.json"),
         (["--model_name_or_path", "nobody/no-such-model"], "not in the local Hugging Face cache"),
+        (["--load_in_4bit", "--save_merged"], "--save_merged with --load_in_4bit: the hf backend cannot write"),
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
@@ -364,6 +365,31 @@ def test_unsloth_is_imported_before_trl(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.split()[-2:] == ["unsloth", "True"], result.stderr[-2000:]
+
+
+def test_a_failing_unsloth_import_is_one_line_naming_the_way_round(tmp_path):
+    # A stand-in unsloth package that fails to import, as a broken CUDA install does; CUDA is reported present.
+    (tmp_path / "unsloth").mkdir()
+    (tmp_path / "unsloth" / "__init__.py").write_text(
+        "raise ImportError('libcudart.so.12: cannot open shared object file: No such file or directory\\nmore')\n"
+    )
+    code = (
+        "import sys, backends, checks, train\n"
+        "backends.cuda_available = lambda: True\n"
+        "checks.cuda_available = lambda: True\n"
+        "train.main(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    result = subprocess.run([sys.executable, "-c", code, "--output_dir", str(tmp_path / "out")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0] == (
+        "train.py: error: backend unsloth (CUDA GPU and unsloth found): import unsloth failed: libcudart.so.12: "
+        "cannot open shared object file: No such file or directory; --backend hf trains without it"
+    )
+    assert not (tmp_path / "out").exists()  # nothing written, no model loaded
 
 
 def test_grpo_wiring_learns_a_toy_reward():
