@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if folder == plan.output_dir:
                 raise
             # The results are in output_dir already: a read-only home only costs the next comparison a rerun.
-            log(f"warning: cannot write the shared cache {folder} ({error.strerror or error}); kept in {plan.output_dir}")
+            log(f"warning: cannot write the shared cache {folder} ({error.strerror or error}); see {plan.output_dir}")
 
     # --- tuned model ----------------------------------------------------------------------------------------
     if plan.tuned is not None:

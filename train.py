@@ -54,7 +54,14 @@ from checks import (
 )
 from heldout import hold_out, with_scorers
 from options import ConfigError, exit_with, flag_on, given, read_layers
-from runs import is_main_process, main_process_print, save_run_config, stop_after_training, stop_interrupted, train_or_restore
+from runs import (
+    is_main_process,
+    main_process_print,
+    save_run_config,
+    stop_after_training,
+    stop_interrupted,
+    train_or_restore,
+)
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -200,7 +207,7 @@ def parse_args(argv: list[str]):
     if backend == "unsloth":
         try:
             import unsloth  # noqa: F401  -- must come before trl/transformers/peft: it patches them on import
-        except Exception as error:  # noqa: BLE001 -- a broken install fails in many ways (ImportError, RuntimeError, ...)
+        except Exception as error:  # noqa: BLE001 -- a broken install fails in many ways (ImportError, OSError, ...)
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             message = f"backend unsloth ({reason}): import unsloth failed: {first}; --backend hf trains without it"
             raise BackendError(message) from None
