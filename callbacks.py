@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from heldout import describe, heldout_metrics
-from run_metrics import METRICS_FILE
+from run_metrics import METRICS_FILE, heldout_entries, read_jsonl
+from runs import is_main_process
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -42,12 +44,15 @@ class MetricsFileCallback(TrainerCallback):
 
 
 class HeldOutAccuracyCallback(TrainerCallback):
-    """Print the held-out accuracies of each evaluation, and remember the step of the last one."""
+    """Print the held-out accuracies of each evaluation, and remember the step of the last one.
 
-    def __init__(self, size: int, temperature: float):
+    `last_step`: the step of the last evaluation already in metrics.jsonl, for a resumed run.
+    """
+
+    def __init__(self, size: int, temperature: float, last_step: int | None = None):
         self.size = size
         self.temperature = temperature
-        self.last_step: int | None = None
+        self.last_step = last_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         found = heldout_metrics(logs or {}, self.temperature)
@@ -61,9 +66,13 @@ class HeldOutAccuracyCallback(TrainerCallback):
 
 
 def trim_metrics(output_dir: str | Path, last_step: int) -> None:
-    """Drop metrics logged after `last_step`: a resumed run logs those steps again."""
+    """Drop metrics logged after `last_step`: a resumed run logs those steps again. Main process only.
+
+    The kept lines go to a file beside it, renamed over the old one: a crash or a full disk mid-write leaves
+    the whole history, never half of it, and the other processes never see a file being rewritten.
+    """
     path = Path(output_dir) / METRICS_FILE
-    if not path.exists():
+    if not is_main_process() or not path.exists():
         return
     kept = []
     for line in path.read_text().splitlines():
@@ -72,7 +81,22 @@ def trim_metrics(output_dir: str | Path, last_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut short by a crash
-    path.write_text("".join(line + "\n" for line in kept))
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text("".join(line + "\n" for line in kept))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def last_heldout_step(output_dir: str | Path, up_to: int) -> int | None:
+    """The step of the last held-out evaluation in output_dir/metrics.jsonl at or before `up_to`; None if none."""
+    path = Path(output_dir) / METRICS_FILE
+    if not path.exists():
+        return None
+    steps = [entry.get("step") for entry in heldout_entries(read_jsonl(path)[0])]
+    steps = [step for step in steps if isinstance(step, int) and step <= up_to]
+    return steps[-1] if steps else None
 
 
 class GracefulInterruptCallback(TrainerCallback):

@@ -182,6 +182,20 @@ def check_vllm_generation(layers: Layers, backend: str, training_args) -> None:
 # --- checks that need no model ---------------------------------------------------------------------------
 
 
+def check_save_merged(script_args, backend: str) -> None:
+    """Refuse --save_merged with --load_in_4bit on the hf backend: that merge fails only after training.
+
+    save_merged_model casts the merged model to bf16, which transformers refuses for a bitsandbytes model ("You
+    cannot cast a bitsandbytes model in a new `dtype`"), and peft's merge into 4-bit weights re-quantizes them
+    (peft warns of rounding errors). Unsloth's save_pretrained_merged writes 16-bit weights itself.
+    """
+    if backend == "hf" and script_args.load_in_4bit and script_args.save_merged:
+        raise ConfigError(
+            "--save_merged with --load_in_4bit: the hf backend cannot write a 16-bit merged model from 4-bit weights; "
+            "drop one of them (the saved adapter can be merged into the 16-bit base later), or use --backend unsloth"
+        )
+
+
 def check_config(script_args, training_args, builds_model: bool = False) -> list:
     """Everything that can be wrong before a model loads (raises ConfigError); returns the reward functions.
 
@@ -279,6 +293,18 @@ def find_checkpoint(script_args, training_args) -> str | None:
             "another --output_dir, or delete them"
         )
     return last
+
+
+def unwritable_folder(path: Path) -> str | None:
+    """Why files cannot be written into folder `path` (a file in its place or above it, no permission); None if fine."""
+    existing = Path(path)
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 # --- checks that need the data ----------------------------------------------------------------------------

@@ -21,8 +21,9 @@ Output, in --output_dir (default: <checkpoint>/eval with --checkpoint, eval_resu
 else eval_results/): summary.json, and base.jsonl / tuned.jsonl with every example. The base model's results
 are cached there and in a shared cache ($GRPO_EVAL_CACHE, default ~/.cache/grpo-home/eval, one folder per
 setting), so comparing a second checkpoint reuses them. base.cache.json holds what they were made with (base
-model, dataset, split, limit, max_new_tokens, system prompt, backend, device); a run with other settings
-generates again. Delete base.cache.json (both places) to force a fresh run.
+model and the sizes and modification times of its files, dataset, split, limit, max_new_tokens, system prompt,
+backend, device); a run with other settings, or a base model rewritten in place, generates again. Delete
+base.cache.json (both places) to force a fresh run. A shared cache that cannot be written is only a warning.
 
 Every input is checked before a model loads (exit code 2 and one line on stderr): the checkpoint folder, the
 base model (a local folder with config.json, or the Hugging Face hub / its local cache), the dataset and the
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 from backends import ADAPTER_WEIGHTS, count_parameters, cuda_available, find_model, is_installed, unreadable_weights
+from checks import unwritable_folder
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from engine_choice import choose_engine, cpu_time_warning
 from generation import Completion, ModelSource, generate_hf
@@ -51,6 +53,7 @@ from scoring import (  # noqa: F401  (score_completion: evaluate.py's scorer, im
     example_record,
     format_table,
     load_cached_base,
+    model_fingerprint,
     score_completion,
     shared_base_cache,
     store_base,
@@ -181,6 +184,9 @@ def make_plan(args: EvalArguments) -> Plan:
     checkpoint = str(Path(args.checkpoint).expanduser().resolve()) if args.checkpoint else None
     default_dir = Path(checkpoint) / "eval" if checkpoint else Path("eval_results") / ("smoke" if args.smoke else "")
     output_dir = Path(args.output_dir) if args.output_dir else default_dir
+    problem = unwritable_folder(output_dir)
+    if problem:
+        raise InputError(f"--output_dir {output_dir}: {problem}")
 
     smoke_model_dir = None
     base = args.base_model or (adapter_config or {}).get("base_model_name_or_path")
@@ -334,6 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # --- base model: cached by everything that decides its completions ---------------------------------------
     cache_key = {
         "base_model": plan.base.model,
+        "base_files": model_fingerprint(plan.base.model),  # a model retrained in place is not the same model
         "dataset": plan.dataset_name,
         "split": args.split,
         "limit": args.limit,
@@ -358,9 +365,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "base" not in results:
         (plan.output_dir / "base.cache.json").unlink(missing_ok=True)  # stale until the new results are written
         results["base"] = run(plan.base)
+        if cache_key["base_files"] is None:  # a hub model downloaded by this run: on disk now
+            cache_key["base_files"] = model_fingerprint(plan.base.model)
+            shared_cache = shared_base_cache(cache_key)
     for folder in (plan.output_dir, shared_cache):
-        if cached_key(folder) != cache_key:
+        if cached_key(folder) == cache_key:
+            continue
+        try:
             store_base(folder, cache_key, results["base"])
+        except OSError as error:
+            if folder == plan.output_dir:
+                raise
+            # The results are in output_dir already: a read-only home only costs the next comparison a rerun.
+            log(f"warning: cannot write the shared cache {folder} ({error.strerror or error}); see {plan.output_dir}")
 
     # --- tuned model ----------------------------------------------------------------------------------------
     if plan.tuned is not None:

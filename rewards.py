@@ -369,7 +369,13 @@ def _reward_from_file(name: str) -> Callable[..., list[float]]:
     if spec is None or not Path(path).is_file():
         raise ValueError(f"reward {name!r}: no such Python file {path!r}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise ValueError(f"reward {name!r}: {error.filename or path}, line {error.lineno}: {error.msg}") from None
+    except Exception as error:  # noqa: BLE001 -- the user's module-level code: any failure is theirs to see
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"reward {name!r}: importing {path} failed: {type(error).__name__}: {first}") from None
     if not callable(getattr(module, function, None)):
         raise ValueError(f"reward {name!r}: {path} has no function {function!r}")
     return getattr(module, function)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,40 @@ MEANING = (
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+# The files that decide a model's greedy completions: weights, config, generation settings, tokenizer, chat template.
+MODEL_FILES = (
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json", "config.json",
+    "generation_config.json", "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt", "chat_template*", "*.model",
+)  # fmt: skip
+
+
+def model_fingerprint(name: str) -> str | None:
+    """A digest of the names, sizes and modification times of a model's files; None when they are not on disk.
+
+    `name` is a local folder or a hub name (its snapshot in the local hub cache). Retraining into the same
+    folder rewrites these files, so the digest changes even though the path does not; reading the file sizes
+    and times takes microseconds, where hashing the weights would take seconds per gigabyte.
+    """
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        try:
+            import huggingface_hub
+
+            config = huggingface_hub.try_to_load_from_cache(name, "config.json")
+        except Exception:  # noqa: BLE001 -- not a repo id, or no hub cache: nothing on disk to describe
+            return None
+        if not isinstance(config, str):
+            return None
+        folder = Path(config).parent  # snapshots/<commit>/: a new revision is a new folder
+    files = []
+    for path in sorted(folder.iterdir()):
+        if any(fnmatch(path.name, pattern) for pattern in MODEL_FILES) and path.is_file():
+            stat = path.stat()  # follows the hub cache's links to the blobs
+            files.append([path.name, stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16] if files else None
 
 
 def shared_base_cache(key: dict[str, Any]) -> Path:

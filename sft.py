@@ -41,7 +41,7 @@ import options
 from backends import BackendError, find_model, lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint
 from options import ConfigError, exit_with, flag_on, given, read_layers
-from runs import main_process_print, save_run_config, stop_interrupted
+from runs import main_process_print, save_run_config, stop_after_training, stop_interrupted, train_or_restore
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -156,6 +156,13 @@ def load_model(script_args: SFTScriptArguments, training_args: Any) -> tuple[Any
     return model, lora_config(script_args)
 
 
+def save_merged(trainer: Any, tokenizer: Any, path: Path) -> None:
+    """The full model with the LoRA adapter folded in, and its tokenizer: what train.py starts GRPO from."""
+    merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    merged.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, check, load data and model, fine-tune, save; exits 130 after a Ctrl-C (a checkpoint is saved)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -216,21 +223,25 @@ def main(argv: list[str] | None = None) -> None:
         trim_metrics(training_args.output_dir, int(json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]))
         main_process_print(f"resuming from {resume_from}")
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        train_or_restore(trainer, resume_from)
     except KeyboardInterrupt:
         stop_interrupted(argv, training_args, trainer.state.global_step, saved=False, prog=PROG)
     if interrupt.interrupted:
         stop_interrupted(argv, training_args, trainer.state.global_step, saved=True, prog=PROG)
     output_dir = training_args.output_dir
 
-    # Save: what evaluate.py scores and what train.py starts GRPO from.
-    trainer.save_model(output_dir)
-    start_from = output_dir
-    if script_args.use_peft and trainer.accelerator.is_main_process:
-        start_from = str(Path(output_dir) / "merged")
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        merged.save_pretrained(start_from)
-        tokenizer.save_pretrained(start_from)
+    # Save what evaluate.py scores and what train.py starts GRPO from; a Ctrl-C here says what is written.
+    what = "adapter" if script_args.use_peft else "model"
+    doing, written = f"saving the {what} to {output_dir}", []
+    start_from = str(Path(output_dir) / "merged") if script_args.use_peft else output_dir
+    try:
+        trainer.save_model(output_dir)
+        written.append(f"the {what} + tokenizer are in {output_dir}")
+        if script_args.use_peft and trainer.accelerator.is_main_process:
+            doing = f"writing the merged model to {start_from}"
+            save_merged(trainer, tokenizer, Path(start_from))
+    except KeyboardInterrupt:
+        stop_after_training(argv, training_args, trainer.state.global_step, doing, written, prog=PROG)
     smoke = " --smoke" if script_args.smoke else ""
     main_process_print(
         f"\ndone: {trainer.state.global_step} steps. "

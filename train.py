@@ -47,6 +47,7 @@ from checks import (
     adapt_to_machine,
     check_config,
     check_device,
+    check_save_merged,
     check_steps,
     check_unsloth_settings,
     check_vllm_generation,
@@ -54,7 +55,14 @@ from checks import (
 )
 from heldout import hold_out, with_scorers
 from options import ConfigError, exit_with, flag_on, given, read_layers
-from runs import is_main_process, main_process_print, save_run_config, stop_interrupted
+from runs import (
+    is_main_process,
+    main_process_print,
+    save_run_config,
+    stop_after_training,
+    stop_interrupted,
+    train_or_restore,
+)
 from smoke import SAMPLE_DATA_DIR
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -198,7 +206,12 @@ def parse_args(argv: list[str]):
         source = layers.where("backend")
         raise BackendError(str(error) if source.endswith("command line") else f"{error} (backend from {source})") from None
     if backend == "unsloth":
-        import unsloth  # noqa: F401  -- must come before trl/transformers/peft: it patches them on import
+        try:
+            import unsloth  # noqa: F401  -- must come before trl/transformers/peft: it patches them on import
+        except Exception as error:  # noqa: BLE001 -- a broken install fails in many ways (ImportError, OSError, ...)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = f"backend unsloth ({reason}): import unsloth failed: {first}; --backend hf trains without it"
+            raise BackendError(message) from None
     notes = [f"backend: {backend} ({reason})", *adapt_to_machine(layers, backend, use_cpu)]
 
     from trl import GRPOConfig
@@ -225,6 +238,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     try:
         script_args, training_args, backend, notes = parse_args(argv)
         check_device(script_args, training_args)  # first: the hub lookups of the model check can take a while
+        check_save_merged(script_args, backend)
         clear_smoke_folder(script_args, training_args)
         reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)
@@ -288,15 +302,25 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         GracefulInterruptCallback,
         HeldOutAccuracyCallback,
         MetricsFileCallback,
+        last_heldout_step,
         trim_metrics,
     )
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
-    save_run_config(script_args, training_args, backend)
     interrupt = GracefulInterruptCallback()
     eval_temperature = training_args.temperature if heldout is not None else None
     callbacks = [MetricsFileCallback(training_args.output_dir, interrupt, eval_temperature), interrupt]
-    heldout_progress = HeldOutAccuracyCallback(len(heldout), training_args.temperature) if heldout is not None else None
+    heldout_progress = None
+    if resume_from:
+        resume_step = json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]
+        trim_metrics(training_args.output_dir, resume_step)
+        main_process_print(f"resuming from {resume_from}")
+    if heldout is not None:
+        evaluated = last_heldout_step(training_args.output_dir, resume_step) if resume_from else None
+        if resume_from and evaluated == resume_step:
+            training_args.eval_on_start = False  # that step's held-out evaluation is in metrics.jsonl already
+        heldout_progress = HeldOutAccuracyCallback(len(heldout), training_args.temperature, evaluated)
+    save_run_config(script_args, training_args, backend)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -314,24 +338,27 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
-    if resume_from:
-        state = json.loads((Path(resume_from) / "trainer_state.json").read_text())
-        trim_metrics(training_args.output_dir, state["global_step"])
-        main_process_print(f"resuming from {resume_from}")
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        train_or_restore(trainer, resume_from)
     except KeyboardInterrupt:
         stop_interrupted(argv, training_args, trainer.state.global_step, saved=False)
     if interrupt.interrupted:
         stop_interrupted(argv, training_args, trainer.state.global_step, saved=True)
-    if heldout_progress is not None and heldout_progress.last_step != trainer.state.global_step:
-        trainer.evaluate()  # the curve ends where training does
-
-    # Save: the adapter and tokenizer at the top of output_dir, optionally a merged model.
-    trainer.save_model(training_args.output_dir)
-    if script_args.save_merged and trainer.accelerator.is_main_process:
-        save_merged_model(trainer, tokenizer, backend, Path(training_args.output_dir) / "merged")
     output_dir = training_args.output_dir
+
+    # Evaluate and save; a Ctrl-C from here on says what is written and how to finish.
+    doing, written = "the final held-out evaluation", []
+    try:
+        if heldout_progress is not None and heldout_progress.last_step != trainer.state.global_step:
+            trainer.evaluate()  # the curve ends where training does
+        doing = f"saving the adapter to {output_dir}"
+        trainer.save_model(output_dir)  # the adapter and tokenizer at the top of output_dir
+        written.append(f"the adapter + tokenizer are in {output_dir}")
+        if script_args.save_merged and trainer.accelerator.is_main_process:
+            doing = f"writing the merged model to {output_dir}/merged"
+            save_merged_model(trainer, tokenizer, backend, Path(output_dir) / "merged")
+    except KeyboardInterrupt:
+        stop_after_training(argv, training_args, trainer.state.global_step, doing, written)
     main_process_print(
         f"\ndone: {trainer.state.global_step} steps. adapter + tokenizer in {output_dir}, metrics in "
         f"{output_dir}/metrics.jsonl, config in {output_dir}/run_config.json"

@@ -193,6 +193,8 @@ def bad_inputs(tmp_path):
     (merged / "config.json").write_text("{}")
     broken = tmp_path / "test.jsonl"
     broken.write_text('{"question": "2+2?", "answer": "#### 4"\n')
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("")
     return {
         "truncated model weights": (["--checkpoint", str(merged)], "model.safetensors is truncated or corrupt"),
         "missing checkpoint": (["--checkpoint", str(tmp_path / "nope")], "no such folder"),
@@ -202,6 +204,8 @@ def bad_inputs(tmp_path):
         "adapter config without rank": (["--checkpoint", str(no_rank)], "adapter_config.json has no r"),
         "base model not found": (["--base_model", str(tmp_path / "no-model")], "no local folder with config.json"),
         "unreadable dataset": (["--smoke", "--dataset_name", str(broken)], "cannot be read"),
+        "output_dir is a file": (["--smoke", "--output_dir", str(a_file)], f"{a_file} is a file, not a folder"),
+        "output_dir under a file": (["--smoke", "--output_dir", str(a_file / "eval")], f"{a_file} is a file"),
     }
 
 
@@ -216,6 +220,8 @@ def bad_inputs(tmp_path):
         "truncated model weights",
         "base model not found",
         "unreadable dataset",
+        "output_dir is a file",
+        "output_dir under a file",
     ],
 )
 def test_bad_input_fails_fast_with_one_line(case, tmp_path):
@@ -358,6 +364,47 @@ def test_base_cache_is_invalidated_when_the_settings_change(adapter, tmp_path, c
     capsys.readouterr()
     assert len(read_jsonl(tmp_path / "base.jsonl")) == 3
     assert json.loads((tmp_path / "base.cache.json").read_text())["limit"] == 3
+
+
+@pytest.mark.slow
+def test_a_base_model_rewritten_in_place_is_generated_again(tiny_model, tmp_path, capsys, monkeypatch):
+    """An SFT run retrained into the same folder: same path, new weights; neither cache may answer for it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("GRPO_EVAL_CACHE", str(tmp_path / "shared"))
+    base = shutil.copytree(tiny_model, tmp_path / "sft")
+    flags = ["--base_model", str(base), "--dataset_name", SAMPLES, "--limit", "2", "--max_new_tokens", "8"]
+    main([*flags, "--output_dir", str(tmp_path / "first")])
+    main([*flags, "--output_dir", str(tmp_path / "second")])
+    assert "base: reusing 2 cached completions from " + str(tmp_path / "shared") in capsys.readouterr().err
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.mul_(-1.0)
+    model.save_pretrained(base)  # the same folder, rewritten
+    main([*flags, "--output_dir", str(tmp_path / "first")])  # neither its own cache nor the shared one answers
+    log = capsys.readouterr().err
+    assert "base: generating 2 completions" in log and "reusing" not in log
+    main([*flags, "--output_dir", str(tmp_path / "third")])  # the new model's results are the ones shared
+    assert "base: reusing 2 cached completions from " + str(tmp_path / "shared") in capsys.readouterr().err
+    assert read_jsonl(tmp_path / "third" / "base.jsonl") == read_jsonl(tmp_path / "first" / "base.jsonl")
+
+
+@pytest.mark.slow
+def test_a_read_only_home_keeps_the_results_and_warns(tmp_path, capsys, monkeypatch):
+    """The shared cache under ~ cannot be written (here: ~ is a file); the run still writes its own results."""
+    home = tmp_path / "home"
+    home.write_text("")
+    monkeypatch.delenv("GRPO_EVAL_CACHE")
+    monkeypatch.setenv("HOME", str(home))
+    summary = main(["--smoke", "--limit", "2", "--output_dir", str(tmp_path / "out")])
+    log = capsys.readouterr().err
+    assert f"warning: cannot write the shared cache {home}/.cache/grpo-home/eval/" in log
+    assert summary["models"]["base"]["n"] == 2 and len(read_jsonl(tmp_path / "out" / "base.jsonl")) == 2
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["models"] == summary["models"]
+    assert (tmp_path / "out" / "base.cache.json").is_file()  # the local cache still works
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The recipe (train.py's defaults) is the blog's run, in option names both pinned trl versions know."""
+"""The recipe (train.py's defaults): option names both pinned trl versions know, and the trl defaults it relies on."""
 
 from dataclasses import fields
 
@@ -6,36 +6,23 @@ import yaml
 
 import train
 
-# What the blog's trainer (trl 0.14, early 2025) optimised, field by field, where trl 1.x has a setting for it:
-# the values train.py must resolve to. Read from trl 0.14's GRPOTrainer: advantages (r - group mean) / group
-# std, per-sequence mean loss, KL 0.04 with no importance factor, one pass per generation, sampling at 0.9
-# with nothing else, no correction of the generator's probabilities, shuffled prompts.
-BLOG_OBJECTIVE = {
-    "beta": 0.04,
-    "loss_type": "grpo",
-    "temperature": 0.9,
-    "scale_rewards": "group",
-    "num_iterations": 1,
-    "use_bias_correction_kl": False,
-    "vllm_importance_sampling_correction": False,
-    "mask_truncated_completions": False,
-    "top_p": 1.0,
-    "top_k": 0,
-    "min_p": None,
-    "repetition_penalty": 1.0,
-    "shuffle_dataset": True,
-    "top_entropy_quantile": 1.0,
-    "entropy_coef": 0.0,
-    "off_policy_mask_threshold": None,
-    "delta": None,
+# Fields of the blog's objective (trl 0.14's GRPOTrainer) that the recipe leaves to trl's defaults, with the
+# value the blog's trainer had: nothing else in the run pins them, so a trl upgrade that moves a default would
+# change the objective silently. The values the recipe sets itself are its own business, not this test's.
+OBJECTIVE_LEFT_TO_TRL = {
+    "min_p": None,  # no min-p filtering
+    "top_entropy_quantile": 1.0,  # every token trained on, not only the high-entropy ones
+    "entropy_coef": 0.0,  # no entropy bonus
+    "off_policy_mask_threshold": None,  # no completions masked as off-policy
+    "delta": None,  # no two-sided clipping
 }
 
 
-def test_the_recipe_trains_the_blogs_objective():
+def test_trl_defaults_the_recipe_relies_on_are_the_blogs():
+    recipe = yaml.safe_load(train.RECIPE.read_text())
+    assert not set(OBJECTIVE_LEFT_TO_TRL) & set(recipe)  # set in the recipe: no default to guard
     _, training_args, _, _ = train.parse_args(["--backend", "hf"])
-    resolved = {name: getattr(training_args, name) for name in BLOG_OBJECTIVE}
-    resolved["loss_type"] = str(getattr(resolved["loss_type"], "value", resolved["loss_type"]))
-    assert resolved == BLOG_OBJECTIVE
+    assert {name: getattr(training_args, name) for name in OBJECTIVE_LEFT_TO_TRL} == OBJECTIVE_LEFT_TO_TRL
 
 
 def test_every_recipe_key_is_an_option():

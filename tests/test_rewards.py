@@ -360,3 +360,37 @@ def test_fast_tokenizer_gives_nltk_word_tokenize_tokens(text):
     import nltk
 
     assert rewards._word_tokenizer()(text) == nltk.word_tokenize(text)
+
+
+# --- rewards of the user's own: path/to/file.py:function ---------------------------------------------------
+
+
+def test_a_reward_file_with_a_syntax_error_names_the_file_line_and_message(tmp_path):
+    reward_file = tmp_path / "my_reward.py"
+    reward_file.write_text("def ok(completions, **kwargs):\n    return [1.0] * len(completions)\n\ndef bad(:\n")
+    with pytest.raises(ValueError) as error:
+        rewards.get_reward_funcs([f"{reward_file}:ok"])
+    message = str(error.value)
+    assert f"{reward_file}, line 4: " in message and "invalid syntax" in message and "\n" not in message
+
+
+def test_a_reward_file_that_fails_on_import_says_why(tmp_path):
+    reward_file = tmp_path / "my_reward.py"
+    reward_file.write_text("import no_such_module_here\n")
+    with pytest.raises(ValueError, match=r"importing .*my_reward.py failed: ModuleNotFoundError: No module named"):
+        rewards.get_reward_funcs([f"{reward_file}:fn"])
+
+
+def test_train_reports_a_broken_reward_file_in_one_line(tmp_path):
+    reward_file = tmp_path / "my_reward.py"
+    reward_file.write_text("def fn(completions, **kwargs)\n    return []\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--smoke", "--output_dir", str(tmp_path / "out"),
+         "--reward_funcs", f"{reward_file}:fn"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: reward ") and f"{reward_file}, line 1: expected ':'" in last
+    assert not (tmp_path / "out" / "base-model").exists()

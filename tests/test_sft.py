@@ -1,6 +1,8 @@
 """sft.py: the cold-start answers built from GSM8K solutions, the loss mask, and the run end to end on CPU."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,24 @@ def test_smoke_run_then_grpo_from_it_then_evaluation(tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_merging_says_what_was_written_and_how_to_finish(tmp_path):
+    out = tmp_path / "sft"
+    code = "import sys, sft\ndef ctrl_c(*args):\n    raise KeyboardInterrupt\nsft.save_merged = ctrl_c\nsft.main(sys.argv[1:])\n"
+    result = subprocess.run([sys.executable, "-c", code, "--smoke", "--output_dir", str(out), "--max_steps", "2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 130, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted while writing the merged model to {out}/merged, after training ended at step "
+                           f"2: the adapter + tokenizer are in {out}; the last checkpoint is {out}/checkpoint-2. "
+                           "To finish: python sft.py ")  # fmt: skip
+    assert last.endswith(" --resume") and "interrupted at step" not in result.stdout
+    finish = run_script("sft.py", "--smoke", "--output_dir", out, "--max_steps", "2", "--resume")
+    assert finish.returncode == 0, finish.stderr[-3000:]
+    assert "done: 2 steps" in finish.stdout and (out / "merged" / "config.json").is_file()
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 2  # finished, not trained a step further
+
+
 def test_full_fine_tuning_and_resume(tmp_path):
     out = tmp_path / "full"
     first = run_script("sft.py", "--smoke", "--use_peft", "false", "--output_dir", out, "--max_steps", "2")

@@ -30,7 +30,7 @@ def test_smoke_run_trains_real_steps_and_logs_rewards(smoke_run):
     for entry in steps:
         assert math.isfinite(entry["loss"]) and math.isfinite(entry["grad_norm"])
         assert "rewards/custom_reward_func/mean" in entry and "completions/mean_length" in entry
-        assert entry["kl"] >= 0  # beta 0.04 from the recipe: the KL term is computed
+        assert math.isfinite(entry["kl"])  # beta 0.04 from the recipe: trl logs kl only when beta > 0
 
 
 def test_smoke_run_writes_adapter_config_and_checkpoints(smoke_run):
@@ -98,6 +98,8 @@ def test_resume_continues_at_the_right_step(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout and "checkpoint-2" in resumed.stdout
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2, 3, 4]
+    # One held-out evaluation per step: step 2's is kept from the first run, not made again on resuming.
+    assert [m["step"] for m in metrics(out) if "eval/strict" in m] == [0, 2, 4]
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     # --resume_from_checkpoint PATH continues that checkpoint, here into a new folder.
@@ -132,6 +134,52 @@ def test_ctrl_c_saves_a_checkpoint_before_exiting(tmp_path):
     assert last.endswith(" --resume") and "done:" not in stdout
     assert not (out / "adapter_model.safetensors").exists()  # no finished-looking adapter at the top
     assert not any("train_runtime" in m for m in metrics(out))  # nor a finished-looking metrics file
+
+
+# A Ctrl-C once training is over, stood in for by the interrupted call raising KeyboardInterrupt.
+INTERRUPT = (
+    "import sys, train, trl\n"
+    "def ctrl_c(*args, **kwargs):\n    raise KeyboardInterrupt\n"
+    "def train_then_ctrl_c_on_save(self, *args, **kwargs):\n"
+    "    TRAIN(self, *args, **kwargs)\n    self.save_model = ctrl_c\n"
+    "TRAIN = trl.GRPOTrainer.train\n"
+    "if sys.argv[1] == 'merge':\n    train.save_merged_model = ctrl_c\n"
+    "else:\n    trl.GRPOTrainer.train = train_then_ctrl_c_on_save\n"
+    "train.main(sys.argv[2:])\n"
+)
+
+
+@pytest.mark.parametrize("interrupted", ["merge", "save"])
+def test_ctrl_c_after_training_says_what_was_written_and_how_to_finish(tmp_path, interrupted):
+    out = tmp_path / "run"
+    argv = ["--smoke", "--output_dir", str(out), "--max_steps", "2", "--save_merged"]
+    result = subprocess.run([sys.executable, "-c", INTERRUPT, interrupted, *argv], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 130, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    if interrupted == "merge":
+        assert last.startswith(f"interrupted while writing the merged model to {out}/merged, after training ended at "
+                               f"step 2: the adapter + tokenizer are in {out}; the last checkpoint is {out}/checkpoint-2.")  # fmt: skip
+    else:
+        assert last.startswith(f"interrupted while saving the adapter to {out}, after training ended at step 2: the "
+                               f"final model was not written; the last checkpoint is {out}/checkpoint-2.")  # fmt: skip
+    assert " To finish: python train.py " in last and last.endswith(" --resume")
+    assert "interrupted at step" not in result.stdout  # the training loop's message is for a stop mid-training
+    if interrupted == "save":
+        assert not (out / "adapter_model.safetensors").exists()
+        return
+    # The printed command finishes the run: nothing left to train, the adapter and merged model written.
+    finish = run_script("train.py", *argv, "--resume")
+    assert finish.returncode == 0, finish.stderr[-3000:]
+    assert "done: 2 steps" in finish.stdout
+    assert (out / "adapter_model.safetensors").is_file() and (out / "merged" / "config.json").is_file()
+    assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
+    assert [m["step"] for m in metrics(out) if "eval/strict" in m] == [0, 2]
+    # The trained weights, not a fresh adapter: the adapter written equals checkpoint-2's.
+    from safetensors.numpy import load_file
+
+    final, checkpoint = load_file(out / "adapter_model.safetensors"), load_file(out / "checkpoint-2" / "adapter_model.safetensors")
+    assert final.keys() == checkpoint.keys() and all((final[k] == checkpoint[k]).all() for k in final)
 
 
 def test_two_processes_on_cpu(tmp_path):
@@ -203,6 +251,7 @@ def test_custom_reward_from_a_file(tmp_path):
         (["--reward_funcs", "missing.py:fn"], "no such Python file"),
         (["--model_name_or_path", "/no/such/model"], "model '/no/such/model' not found: no local folder with config.json"),
         (["--model_name_or_path", "nobody/no-such-model"], "not in the local Hugging Face cache"),
+        (["--load_in_4bit", "--save_merged"], "--save_merged with --load_in_4bit: the hf backend cannot write"),
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
@@ -234,19 +283,18 @@ def test_config_file_layers_and_unknown_keys(tmp_path):
     assert result.returncode == 2 and f"{bad}: unknown key 'learning_rat' (did you mean 'learning_rate'?)" in result.stderr
 
 
-def test_recipe_defaults_are_the_blogs_run():
-    script_args, args, _, _ = train.parse_args(["--backend", "hf"])
-    assert script_args.model_name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert (script_args.lora_r, script_args.lora_alpha, script_args.max_seq_length) == (32, 64, 1024)
-    assert script_args.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert (args.learning_rate, args.adam_beta1, args.adam_beta2, args.weight_decay) == (3e-5, 0.9, 0.99, 0.1)
-    assert (args.warmup_steps, args.lr_scheduler_type.value, args.max_grad_norm, args.seed) == (5, "cosine", 1.0, 1907)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_generations) == (2, 32, 2)
-    assert args.generation_batch_size == 64 and script_args.max_prompt_length == 256
-    assert (args.max_completion_length, args.num_train_epochs, args.save_steps) == (512, 1, 100)
-    assert args.output_dir == "outputs/Qwen-0.5B-GRPO"
-    # On this CPU machine the GPU-only settings are switched off rather than failing.
+def test_the_recipe_takes_the_blogs_32_prompts_per_step():
+    # trl derives the generation batch (per_device_train_batch_size x processes x steps_per_generation, which
+    # defaults to gradient_accumulation_steps); a change in that derivation changes the prompts per step.
+    _, args, _, _ = train.parse_args(["--backend", "hf"])
+    assert args.generation_batch_size // args.num_generations == 32
+
+
+def test_the_recipes_gpu_settings_are_switched_off_on_the_cpu():
+    # On this CPU machine the recipe's GPU-only settings are switched off rather than failing.
+    _, args, _, notes = train.parse_args(["--backend", "hf"])
     assert args.bf16 is False and args.optim.value == "adamw_torch" and args.use_vllm is False
+    assert any(note.startswith("bf16 off") for note in notes)
 
 
 def test_dashed_flags_work_like_underscored_ones():
@@ -316,6 +364,31 @@ def test_unsloth_is_imported_before_trl(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.split()[-2:] == ["unsloth", "True"], result.stderr[-2000:]
+
+
+def test_a_failing_unsloth_import_is_one_line_naming_the_way_round(tmp_path):
+    # A stand-in unsloth package that fails to import, as a broken CUDA install does; CUDA is reported present.
+    (tmp_path / "unsloth").mkdir()
+    (tmp_path / "unsloth" / "__init__.py").write_text(
+        "raise ImportError('libcudart.so.12: cannot open shared object file: No such file or directory\\nmore')\n"
+    )
+    code = (
+        "import sys, backends, checks, train\n"
+        "backends.cuda_available = lambda: True\n"
+        "checks.cuda_available = lambda: True\n"
+        "train.main(sys.argv[1:])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    result = subprocess.run([sys.executable, "-c", code, "--output_dir", str(tmp_path / "out")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0] == (
+        "train.py: error: backend unsloth (CUDA GPU and unsloth found): import unsloth failed: libcudart.so.12: "
+        "cannot open shared object file: No such file or directory; --backend hf trains without it"
+    )
+    assert not (tmp_path / "out").exists()  # nothing written, no model loaded
 
 
 def test_grpo_wiring_learns_a_toy_reward():

@@ -1,0 +1,66 @@
+"""callbacks.py: the metrics file trimmed for a resumed run, safely, by one process."""
+
+import json
+import pathlib
+
+import pytest
+
+import callbacks
+
+
+def write_metrics(folder, steps):
+    path = folder / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"loss": 1.0, "step": step}) + "\n" for step in steps))
+    return path
+
+
+def steps_in(path):
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()]
+
+
+def test_trim_keeps_the_steps_up_to_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    path = write_metrics(tmp_path, [1, 2, 3, 4])
+    callbacks.trim_metrics(tmp_path, 2)
+    assert steps_in(path) == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # nothing left beside it
+
+
+def test_only_the_main_process_trims(tmp_path, monkeypatch):
+    """torchrun starts every rank on the same folder: a second writer would race the first."""
+    path = write_metrics(tmp_path, [1, 2, 3, 4])
+    monkeypatch.setenv("RANK", "1")
+    callbacks.trim_metrics(tmp_path, 2)
+    assert steps_in(path) == [1, 2, 3, 4]
+
+
+def test_a_crash_while_trimming_keeps_the_whole_history(tmp_path, monkeypatch):
+    """The disk fills up halfway through writing: the old file must survive whole."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    path = write_metrics(tmp_path, [1, 2, 3, 4])
+    writes = []
+
+    def half_then_full_disk(self, text, *args, **kwargs):
+        writes.append(self)
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        callbacks.trim_metrics(tmp_path, 2)
+    assert writes, "the trim wrote nothing: the crash was not exercised"
+    assert steps_in(path) == [1, 2, 3, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+def test_last_heldout_step_reads_evaluations_up_to_a_step(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    entries = [{"eval/strict": 0.1, "step": 0}, {"loss": 1.0, "step": 1}, {"eval/strict": 0.2, "step": 2},
+               {"eval/strict": 0.3, "step": 4}]  # fmt: skip
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    assert callbacks.last_heldout_step(tmp_path, 3) == 2
+    assert callbacks.last_heldout_step(tmp_path, 4) == 4
+    assert callbacks.last_heldout_step(tmp_path / "nowhere", 4) is None
