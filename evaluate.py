@@ -252,14 +252,11 @@ def load_questions(plan: Plan, args: EvalArguments):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Time on the CPU
 
 
 def log(message: str) -> None:
     print(f"[evaluate] {message}", file=sys.stderr, flush=True)
 
-
-# ---------------------------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> EvalArguments:
@@ -305,16 +302,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.backend == "vllm" and vllm_problem:
         fail(InputError(f"--backend vllm on the CPU: {vllm_problem}; use --backend hf"))
     parameters = count_parameters(plan.base.model)
+    starts = {"hf": len(models), "vllm": len({m.model for m in models})}  # an adapter shares the base's vLLM engine
     backend, why = choose_engine(
-        args.backend,
-        on_cuda,
-        is_installed("vllm"),
-        vllm_problem,
-        prompts=len(questions) * len(models),
-        max_new_tokens=plan.max_new_tokens,
-        starts={"hf": len(models), "vllm": len({m.model for m in models})},
-        parameters=parameters,
-    )
+        args.backend, on_cuda, is_installed("vllm"), vllm_problem, len(questions) * len(models), plan.max_new_tokens,
+        starts, parameters,
+    )  # fmt: skip
     vllm = VllmGenerator(plan.max_new_tokens, plan.lora_rank, on_cuda) if backend == "vllm" else None
     log(
         f"{len(questions)} problems from {plan.dataset_name} ({args.split}), backend {backend} ({why}), "
@@ -358,8 +350,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["base"] = cached
             break
     pending = (0 if "base" in results else len(questions)) + (len(questions) if plan.tuned is not None else 0)
-    starts = (0 if "base" in results else 1) + (1 if plan.tuned is not None else 0)
-    warning = None if on_cuda else cpu_time_warning(backend, pending, plan.max_new_tokens, parameters, starts)
+    loads = (0 if "base" in results else 1) + (1 if plan.tuned is not None else 0)
+    warning = None if on_cuda else cpu_time_warning(backend, pending, plan.max_new_tokens, parameters, loads)
     if warning:
         log(warning)
     if "base" not in results:

@@ -45,3 +45,22 @@ def build_wide_tiny_model(folder, **shape):
                 weight.normal_(0.0, 0.3, generator=generator)
     model.save_pretrained(folder)
     return folder
+
+
+def write_random_adapter(model_dir, folder, target_modules, std: float):
+    """A LoRA adapter (r=8, alpha 16) on `model_dir`, lora_B drawn at random (std `std`) so that it changes
+    outputs, saved with the model's tokenizer as train.py saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=list(target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), config)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(0.0, std, generator=generator)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(folder)
+    return folder

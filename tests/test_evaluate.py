@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from conftest import REPO
-from helpers import build_wide_tiny_model
+from helpers import build_wide_tiny_model, write_random_adapter
 
 import evaluate
 import smoke
@@ -33,23 +33,7 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def adapter(tiny_model, tmp_path_factory):
     """A LoRA adapter (r=8, q_proj/v_proj) on the tiny model, lora_B drawn at random so it changes outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model),
-        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
-    )
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if "lora_B" in name:
-                weight.normal_(0.0, 1.0, generator=generator)
-    folder = tmp_path_factory.mktemp("adapter") / "checkpoint-1"
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder)
-    return folder
+    return write_random_adapter(tiny_model, tmp_path_factory.mktemp("adapter") / "checkpoint-1", ["q_proj", "v_proj"], 1.0)
 
 
 def read_jsonl(path):

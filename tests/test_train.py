@@ -347,40 +347,34 @@ def test_backend_choice(monkeypatch, requested, cuda, unsloth, expected):
     assert backends.resolve_backend(requested)[0] == expected
 
 
-def test_unsloth_is_imported_before_trl(tmp_path):
-    # A stand-in unsloth package records what was already imported when it was; CUDA is reported present.
+def run_with_stand_in_unsloth(tmp_path, unsloth_source: str, code: str, *argv: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh Python where CUDA is reported present and `unsloth` is a stand-in package."""
     (tmp_path / "unsloth").mkdir()
-    (tmp_path / "unsloth" / "__init__.py").write_text(
-        "import sys\nIMPORTED_FIRST = not any(m in sys.modules for m in ('trl', 'transformers', 'peft'))\n"
-    )
-    code = (
-        "import sys, backends, checks, train\n"
-        "backends.cuda_available = lambda: True\n"
-        "checks.cuda_available = lambda: True\n"
-        "s, t, backend, notes = train.parse_args(['--learning_rate', '1e-5'])\n"
-        "import unsloth\n"
-        "print(backend, unsloth.IMPORTED_FIRST)\n"
-    )
+    (tmp_path / "unsloth" / "__init__.py").write_text(unsloth_source)
+    code = "import sys, backends, checks, train\nbackends.cuda_available = checks.cuda_available = lambda: True\n" + code
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_unsloth_is_imported_before_trl(tmp_path):
+    # The stand-in records what was already imported when it was.
+    result = run_with_stand_in_unsloth(
+        tmp_path,
+        "import sys\nIMPORTED_FIRST = not any(m in sys.modules for m in ('trl', 'transformers', 'peft'))\n",
+        "s, t, backend, notes = train.parse_args(['--learning_rate', '1e-5'])\nimport unsloth\n"
+        "print(backend, unsloth.IMPORTED_FIRST)\n",
+    )
     assert result.stdout.split()[-2:] == ["unsloth", "True"], result.stderr[-2000:]
 
 
 def test_a_failing_unsloth_import_is_one_line_naming_the_way_round(tmp_path):
-    # A stand-in unsloth package that fails to import, as a broken CUDA install does; CUDA is reported present.
-    (tmp_path / "unsloth").mkdir()
-    (tmp_path / "unsloth" / "__init__.py").write_text(
-        "raise ImportError('libcudart.so.12: cannot open shared object file: No such file or directory\\nmore')\n"
+    # The stand-in fails to import, as a broken CUDA install does.
+    result = run_with_stand_in_unsloth(
+        tmp_path,
+        "raise ImportError('libcudart.so.12: cannot open shared object file: No such file or directory\\nmore')\n",
+        "train.main(sys.argv[1:])\n",
+        "--output_dir", str(tmp_path / "out"),
     )
-    code = (
-        "import sys, backends, checks, train\n"
-        "backends.cuda_available = lambda: True\n"
-        "checks.cuda_available = lambda: True\n"
-        "train.main(sys.argv[1:])\n"
-    )
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
-    result = subprocess.run([sys.executable, "-c", code, "--output_dir", str(tmp_path / "out")], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr[-2000:]

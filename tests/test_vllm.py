@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 from conftest import REPO
-from helpers import VLLM_TINY_SHAPE, build_wide_tiny_model, run_script
+from helpers import VLLM_TINY_SHAPE, build_wide_tiny_model, run_script, write_random_adapter
 
 from backends import is_installed
 
@@ -42,22 +42,8 @@ def vllm_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vllm_adapter(vllm_model, tmp_path_factory):
     """A LoRA adapter on every projection (the recipe's targets, vLLM's packed qkv and gate_up layers included)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(vllm_model), LoraConfig(r=8, lora_alpha=16, target_modules=targets)
-    )
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            if "lora_B" in name:
-                weight.normal_(0.0, 0.3, generator=generator)
-    folder = tmp_path_factory.mktemp("vllm") / "adapter"
-    model.save_pretrained(folder)
-    return folder
+    return write_random_adapter(vllm_model, tmp_path_factory.mktemp("vllm") / "adapter", targets, 0.3)
 
 
 def evaluate(engine: str, out, *args) -> tuple[dict, dict]:
