@@ -156,6 +156,17 @@ def load_model(script_args: SFTScriptArguments, training_args: Any) -> tuple[Any
     return model, lora_config(script_args)
 
 
+def load_training_data(script_args: SFTScriptArguments, training_args: Any) -> Any:
+    """The prompt-completion rows sft.py trains on: the split, shuffled with the seed, cut to max_samples."""
+    return data.get_sft_dataset(
+        split=script_args.dataset_train_split,
+        dataset_name=script_args.dataset_name,
+        config=script_args.dataset_config,
+        limit=script_args.max_samples,
+        seed=training_args.seed,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, check, load data and model, fine-tune, save; exits 130 after a Ctrl-C (a checkpoint is saved)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -183,13 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     if tokenizer.chat_template is None:
         exit_with(PROG, f"the tokenizer of {script_args.model_name_or_path} has no chat template")
     try:
-        train_dataset = data.get_sft_dataset(
-            split=script_args.dataset_train_split,
-            dataset_name=script_args.dataset_name,
-            config=script_args.dataset_config,
-            limit=script_args.max_samples,
-            seed=training_args.seed,
-        )
+        train_dataset = load_training_data(script_args, training_args)
     except data.DatasetError as error:
         exit_with(PROG, str(error))
     main_process_print(f"data: {len(train_dataset)} examples from {script_args.dataset_name}")
