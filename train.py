@@ -141,7 +141,8 @@ class ScriptArguments:
         default=100,
         metadata={
             "help": "Training problems kept out of training and scored every eval_steps with evaluate.py's scorer "
-            "(metrics eval/strict, ...). 0 = no held-out evaluation."
+            "(metrics eval/strict, ...); chosen by question text, so sft.py --eval_holdout keeps the same ones out "
+            "of the cold start. 0 = no held-out evaluation."
         },
     )
     print_sample_every: int = field(
@@ -230,7 +231,11 @@ def load_data(script_args: ScriptArguments, training_args, tokenizer) -> tuple[A
     )
     if not script_args.eval_holdout:
         return train_dataset, None, None
-    return hold_out(train_dataset, script_args.eval_holdout, training_args, limit=script_args.max_samples)
+    # Chosen among the split as stored, as sft.py chooses: a prompt dropped above cannot shift the choice.
+    split = data.load_raw_split(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
+    return hold_out(
+        train_dataset, script_args.eval_holdout, training_args, script_args.max_samples, split_questions=split["question"]
+    )
 
 
 def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> None:
