@@ -232,11 +232,13 @@ def get_sft_dataset(
     seed: int | None = None,
     system_prompt: str = SYSTEM_PROMPT,
     report: Callable[[str], None] = _report,
+    exclude: set[str] = frozenset(),
 ):
     """Prompt-completion pairs for supervised fine-tuning, as trl's SFTTrainer takes them (conversational).
 
     `prompt` is the chat messages training and evaluation use; `completion` is one assistant message: the
     source's own `completion` column when it has one, else built from the GSM8K solution (sft_completion).
+    Rows whose question is in `exclude` (held-out problems) are dropped before shuffling and `limit`.
     """
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be a positive number of rows, got {limit}")
@@ -253,12 +255,13 @@ def get_sft_dataset(
         return {
             "prompt": build_messages(question, system_prompt),
             "completion": [{"role": "assistant", "content": text or ""}],
-            "usable": bool(question and text),
+            "usable": bool(question and text) and question not in exclude,
         }
 
     dataset = raw.map(to_example, remove_columns=raw.column_names, desc="Building SFT examples")
     usable = dataset.filter(lambda row: row["usable"], desc="Dropping bad rows").remove_columns("usable")
-    if len(dataset) - len(usable):
+    bad = len(dataset) - len(usable) - sum(q in exclude for q in raw["question"])
+    if bad:
         what = "a completion" if own_completions else "a '####' answer"
-        report(f"{dataset_name} ({split}): dropped {len(dataset) - len(usable)} of {len(dataset)} rows without a question or {what}")
+        report(f"{dataset_name} ({split}): dropped {bad} of {len(dataset)} rows without a question or {what}")
     return shuffle_and_limit(usable, seed, limit, f"{dataset_name} ({split})")

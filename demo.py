@@ -5,16 +5,19 @@
     python demo.py --seed 1 --output_dir outputs/demo-1
 
 Stages, each through the project's own command line, so what runs here is what runs on a GPU:
-  1. miniature.py: 4000 training and 200 test problems ("Mia has 4 pens and buys 3 more. ..."), GSM8K format;
-     the cold-start set (the same problems, solved by a writer who stops after the first step in most two-step
-     problems); a random tiny Qwen2 model with a tokenizer trained on the problems;
-  2. sft.py: cold start on the writer's solutions: the model follows the answer format and gets most one-step
-     problems right, and stops two-step problems early, as the writer did (recipes/miniature-sft.yaml);
-  3. train.py: GRPO from the SFT model with the blog's reward, held-out accuracy measured as it trains
-     (recipes/miniature-grpo.yaml);
+  1. miniature.py: 4000 training and 200 test problems ("Mia has 4 pens and buys 3 more. ..."), GSM8K format,
+     the test's two-step problems on chains of calculations no training problem has; the cold-start set (the
+     training problems, solved by a writer who stops after the first step in most two-step problems); a random
+     tiny Qwen2 model with a tokenizer trained on the problems;
+  2. sft.py: cold start on the writer's solutions, less the 100 problems train.py holds out: the model follows
+     the answer format and gets most one-step problems right, and stops two-step problems early, as the writer
+     did (recipes/miniature-sft.yaml);
+  3. train.py: GRPO from the SFT model with the blog's reward, held-out accuracy measured as it trains on
+     problems neither stage trains on (recipes/miniature-grpo.yaml);
   4. evaluate.py: greedy accuracy on the 200 test problems, after SFT (base) against after GRPO (tuned);
   5. plot.py: the training curves (held-out accuracy among them) and the before/after bar chart.
-It ends with a table: strict and formatted accuracy after each stage, the gain, and the time of each stage.
+It ends with a table: strict accuracy after each stage (all test problems, one-step ones, two-step ones),
+formatted accuracy, the gain, and the time of each stage.
 Every stage's full output goes to OUTPUT_DIR/logs/.
 """
 
@@ -137,15 +140,41 @@ def heldout_curve(run_dir: Path) -> list[tuple[int, float]]:
     return [(int(e["step"]), float(e["eval/strict"])) for e in heldout_entries(entries) if "eval/strict" in e]
 
 
+def strict_by_steps(eval_dir: Path, data_dir: Path) -> dict[str, dict[str, float | int]]:
+    """For each model evaluate.py scored: strict accuracy and count of the one-step and the two-step test problems."""
+    steps = {}
+    for line in (data_dir / "test.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            steps[row["question"]] = row["answer"].count("<<")  # one calculator annotation per step
+    found: dict[str, dict[str, float | int]] = {}
+    for label in ("base", "tuned"):
+        records = [json.loads(line) for line in (eval_dir / f"{label}.jsonl").read_text().splitlines() if line.strip()]
+        found[label] = {}
+        for kind, count in (("one_step", 1), ("two_step", 2)):
+            scored = [float(r["strict"]) for r in records if steps[r["question"]] == count]
+            found[label][f"n_{kind}"] = len(scored)
+            found[label][f"strict_{kind}"] = sum(scored) / len(scored) if scored else float("nan")
+    return found
+
+
 def summary_table(stages: list[Stage], models: dict[str, dict[str, float]], curve: list[tuple[int, float]]) -> str:
-    """The final table: accuracy after SFT and after GRPO, the gain, the held-out curve, and each stage's time."""
+    """The final table: accuracy after SFT and after GRPO (all, one-step, two-step), the gain, the held-out curve,
+    and each stage's time."""
     sft, grpo = models["base"], models["tuned"]
+
+    def row(name: str, values: list[float], sign: str = "") -> str:
+        widths = (8, 10, 10, 11)
+        return f"{name:<22}" + "".join(f"{value:>{sign}{width}.3f}" for value, width in zip(values, widths))
+
+    keys = ("strict", "strict_one_step", "strict_two_step", "formatted")
     lines = [
-        f"{'':<22}{'strict':>8}{'formatted':>11}",
-        f"{'after SFT':<22}{sft['strict']:>8.3f}{sft['formatted']:>11.3f}",
-        f"{'after GRPO':<22}{grpo['strict']:>8.3f}{grpo['formatted']:>11.3f}",
-        f"{'gain':<22}{grpo['strict'] - sft['strict']:>+8.3f}{grpo['formatted'] - sft['formatted']:>+11.3f}",
-        f"({sft['n']} test problems, greedy; strict = the <answer> text equals the gold answer)",
+        f"{'':<22}{'strict':>8}{'one-step':>10}{'two-step':>10}{'formatted':>11}",
+        row("after SFT", [sft[k] for k in keys]),
+        row("after GRPO", [grpo[k] for k in keys]),
+        row("gain", [grpo[k] - sft[k] for k in keys], "+"),
+        f"({sft['n']} test problems, greedy: {sft['n_one_step']} one-step, {sft['n_two_step']} two-step whose chain of "
+        "calculations is in no training problem;\n strict = the <answer> text equals the gold answer)",
     ]
     if curve:
         points = "  ".join(f"{step}:{value:.2f}" for step, value in curve)
@@ -212,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(130) from None
 
     models = json.loads((eval_dir / "summary.json").read_text())["models"]
+    for label, figures in strict_by_steps(eval_dir, data_dir).items():
+        models[label].update(figures)
     curve = heldout_curve(grpo_dir)
     print("\n" + summary_table(stages, models, curve))
     plots = sorted(str(p) for folder in (grpo_dir, eval_dir) for p in (folder / "plots").glob("*.png"))

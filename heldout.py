@@ -2,7 +2,8 @@
 
 The reward is what GRPO climbs, not what users want: the blog's reward pays up to 13 points for length and
 multiplies by 10 for "wait", so it can rise while the answers get no more right. train.py therefore keeps
-`--eval_holdout` training problems aside and, every `eval_steps`, lets trl's own evaluation loop answer them
+`--eval_holdout` training problems aside (`heldout_questions`: the same ones sft.py keeps out of the cold
+start, so neither stage trains on them) and, every `eval_steps`, lets trl's own evaluation loop answer them
 with the training engine (vLLM when in use). The answers are scored here by `evaluate.score_completion`, the
 exact scorer of evaluate.py, through four reward functions of weight 0: they change nothing in training, and
 trl logs them for the held-out set as eval_rewards/<name>/mean, which `heldout_metrics` renames to eval/<name>.
@@ -12,7 +13,8 @@ accuracy, a little below what greedy evaluate.py reports; they are labelled with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from scoring import score_completion
@@ -45,32 +47,57 @@ def with_scorers(reward_funcs: list, reward_weights: list[float] | None) -> tupl
     return [*reward_funcs, *scorer_rewards()], [*weights, *[0.0] * len(SCORES)]
 
 
-def split_holdout(dataset: Any, size: int, seed: int) -> tuple[Any, Any]:
-    """(training problems, `size` held-out problems): a seeded draw, disjoint from what is trained on."""
-    if size >= len(dataset):
-        raise ValueError(f"eval_holdout {size} leaves no problems to train on (the dataset has {len(dataset)})")
-    parts = dataset.train_test_split(test_size=size, seed=seed, shuffle=True)
-    return parts["train"], parts["test"]
+def heldout_questions(questions: Iterable[Any], size: int) -> set[str]:
+    """The questions of the `size` held-out problems: the distinct questions whose SHA-256 digests are lowest.
+
+    A choice made by the questions alone, with no seed, order, filter or batch size in it: sft.py and train.py,
+    reading the same training split, keep the same problems out of training, and the `size` held-out problems
+    are among any larger number's (train.py's 50 are among sft.py's 100).
+    """
+    distinct = {q for q in questions if isinstance(q, str) and q.strip()}
+    return set(sorted(distinct, key=lambda q: hashlib.sha256(q.encode()).hexdigest())[:size])
 
 
-def hold_out(dataset: Any, requested: int, training_args: Any, limit: int | None = None) -> tuple[Any, Any, str]:
+def split_holdout(dataset: Any, held: set[str]) -> tuple[Any, Any]:
+    """(the problems whose question is not in `held`, one problem per question in `held`), in dataset order."""
+    first = {}
+    for index, question in enumerate(dataset["question"]):
+        if question in held:
+            first.setdefault(question, index)
+    train_part = dataset.filter(lambda row: row["question"] not in held, desc="Holding out")
+    if len(train_part) == 0:
+        raise ValueError(f"eval_holdout {len(held)} leaves no problems to train on (the dataset has {len(dataset)})")
+    return train_part, dataset.select(sorted(first.values()))
+
+
+def hold_out(
+    dataset: Any, requested: int, training_args: Any, limit: int | None = None, split_questions: list[str] | None = None
+) -> tuple[Any, Any, str]:
     """(training problems, held-out problems, a note for the console); ValueError when it cannot be done.
 
-    The held-out problems are set aside first; `limit` (--max_samples) then caps the training problems only.
-    A whole number of evaluation batches is kept aside: trl averages its evaluation metrics batch by batch, so
-    a smaller last batch would weigh its problems more than the others.
+    The held-out problems are `heldout_questions(split_questions, requested)`: chosen among every question of
+    the split as stored (default: `dataset`'s), so that a problem dropped from `dataset` (a prompt too long)
+    leaves the choice as sft.py makes it. All of them stay out of training; the evaluation keeps a whole number
+    of evaluation batches of those in `dataset`: trl averages its evaluation metrics batch by batch, so a
+    smaller last batch would weigh its problems more than the others. `limit` (--max_samples) then caps the
+    training problems only.
     """
     batch = training_args.per_device_eval_batch_size * max(training_args.world_size, 1)
-    size = requested - requested % batch
-    if size == 0:
+    if requested < batch:
         raise ValueError(
             f"eval_holdout {requested} is smaller than one evaluation batch ({batch}: per_device_eval_batch_size x "
             "processes); raise --eval_holdout or lower --per_device_eval_batch_size"
         )
+    held = heldout_questions(dataset["question"] if split_questions is None else split_questions, requested)
     try:
-        train_part, heldout = split_holdout(dataset, size, training_args.seed)
+        train_part, heldout = split_holdout(dataset, held)
     except ValueError as error:
         raise ValueError(f"{error}; lower --eval_holdout (0 = off)") from None
+    size = len(heldout) - len(heldout) % batch
+    if size == 0:
+        raise ValueError(f"eval_holdout {requested}: only {len(heldout)} of the held-out problems can be used, "
+                         f"less than one evaluation batch ({batch})")  # fmt: skip
+    heldout = heldout.select(range(size))
     if limit is not None and limit < len(train_part):
         train_part = train_part.select(range(limit))
     rounded = f" (eval_holdout {requested} rounded down to whole batches of {batch})" if size != requested else ""

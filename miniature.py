@@ -9,6 +9,14 @@ row: `question`, and `answer` = sentences with calculator annotations (`7+5=<<7+
 `#### 12`. They are generated from a seed (same seed, same rows), and no question is in both splits, so
 data.py, sft.py, train.py and evaluate.py read them as they read GSM8K. demo.py runs the whole recipe on them.
 
+New wording alone would not make the test split unseen: the numbers allow only ~200 distinct calculations, and
+4000 training problems use every one of them. So a seeded share of the two-step chains (first and second step
+together, in either operand order) is kept for the test split: no training problem, and so no cold-start
+solution, takes those two steps in a row. Each step of a kept chain is still a calculation the training
+problems contain elsewhere: the test asks for a new combination of known facts, not for arithmetic never
+shown. One-step problems cannot be kept apart that way (the ~55 facts are all needed to learn arithmetic), so
+the test split's one-step problems repeat calculations of training problems in new words.
+
 The cold-start set is what R1 started from at toy size: worked solutions by a writer who is not always right.
 This one has one habit: in most two-step problems it stops after the first step and reports that result.
 Supervised fine-tuning copies the habit (greedy decoding then gets every two-step problem wrong); GRPO,
@@ -21,8 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 NAMES = (
@@ -44,6 +52,12 @@ TWO_STEP_SHARE = 0.6
 # The cold-start writer stops early in this share of two-step solutions: more than half, so that a model that
 # imitates it stops early when decoding greedily, yet samples the second step often enough for GRPO to find it.
 SKIPPED_STEP_SHARE = 0.6
+# A calculator annotation of a solution: "<<7+5=12>>" -> "7+5".
+ANNOTATION = re.compile(r"<<([^=>]+)=")
+# The share of two-step chains kept for the test split (22 of the 90 counting 2+3 and 3+2 as one): enough
+# distinct chains that the test's two-step accuracy is not a few chains' luck, few enough that training still
+# meets every step of a kept chain in other problems.
+HELDOUT_CHAIN_SHARE = 0.25
 
 
 def _one_step(rng: random.Random, name: str, other: str, things: str) -> tuple[str, list[tuple[str, str]], int]:
@@ -98,12 +112,84 @@ def evaluate_expression(expression: str) -> int:
     return int(expression)
 
 
-def make_problem(rng: random.Random, two_step_share: float = TWO_STEP_SHARE) -> dict[str, str]:
-    """One GSM8K-format row {question, answer}: annotated solution sentences, then `#### gold`."""
+def canonical(expression: str) -> str:
+    """An expression with the operands of + and * in order ("5+3" -> "3+5"): the same calculation either way."""
+    for op in "+*":
+        if op in expression:
+            return op.join(sorted(expression.split(op), key=int))
+    return expression
+
+
+def chain_of(row: dict[str, str]) -> tuple[str, ...]:
+    """The calculations of a row's solution in order, each canonical: ("2+3", "5-1") for a two-step problem."""
+    return tuple(canonical(expression) for expression in ANNOTATION.findall(row["answer"]))
+
+
+def one_step_facts() -> set[str]:
+    """Every calculation a one-step problem can ask for (canonical)."""
+    terms, factors = range(1, MAX_TERM + 1), range(2, MAX_FACTOR + 1)
+    return (
+        {canonical(f"{a}+{b}") for a in terms for b in terms}
+        | {f"{b + d}-{b}" for b in terms for d in terms}
+        | {canonical(f"{a}*{b}") for a in factors for b in factors}
+    )
+
+
+def two_step_chains() -> set[tuple[str, str]]:
+    """Every chain of calculations a two-step problem can ask for (canonical)."""
+    terms, factors = range(1, MAX_TERM + 1), range(2, MAX_FACTOR + 1)
+    add_sub = {(canonical(f"{a}+{b}"), f"{a + b}-{c}") for a in terms for b in terms for c in range(1, a + b)}
+    mul_add = {(canonical(f"{a}*{b}"), canonical(f"{a * b}+{c}")) for a in factors for b in factors for c in terms}
+    return add_sub | mul_add
+
+
+def heldout_chains(seed: int, share: float = HELDOUT_CHAIN_SHARE) -> frozenset[tuple[str, str]]:
+    """The two-step chains only the test split uses: a seeded `share` of each kind (+- and *+).
+
+    A chain is kept out only while each of its steps stays in some training problem (a one-step fact or a
+    step of a chain left to training): the test then asks for a new pair of steps, never an unseen fact.
+    """
+    rng = random.Random(seed + 3_000_017)
+    facts = one_step_facts()
+    chains = two_step_chains()
+    uses: dict[str, int] = {}
+    for chain in chains:
+        for step in chain:
+            uses[step] = uses.get(step, 0) + 1
+    held: set[tuple[str, str]] = set()
+    for kind in ("+", "*"):
+        candidates = sorted(chain for chain in chains if kind in chain[0])
+        rng.shuffle(candidates)
+        wanted, kept = round(share * len(candidates)), 0
+        for chain in candidates:
+            if kept < wanted and all(step in facts or uses[step] > 1 for step in chain):
+                held.add(chain)
+                kept += 1
+                for step in chain:
+                    uses[step] -= 1
+    if not held:
+        raise ValueError("no two-step chain can be kept for the test split with these numbers")
+    return frozenset(held)
+
+
+def make_problem(
+    rng: random.Random, two_step_share: float = TWO_STEP_SHARE, allow: Callable[[tuple[str, ...]], bool] | None = None
+) -> dict[str, str]:
+    """One GSM8K-format row {question, answer}: annotated solution sentences, then `#### gold`.
+
+    `allow` decides which two-step chains may be drawn (redrawn until one is); one-step problems are not
+    filtered, so the share of two-step problems stays `two_step_share`.
+    """
     name, other = rng.sample(NAMES, 2)
     things = rng.choice(OBJECTS)
     builder = _two_step if rng.random() < two_step_share else _one_step
-    question, steps, result = builder(rng, name, other, things)
+    for _ in range(10_000):
+        question, steps, result = builder(rng, name, other, things)
+        chain = tuple(canonical(expression) for _, expression in steps)
+        if builder is _one_step or allow is None or allow(chain):
+            break
+    else:
+        raise ValueError("no allowed two-step chain found")
     lines = []
     for sentence, expression in steps:
         value = evaluate_expression(expression)
@@ -111,8 +197,14 @@ def make_problem(rng: random.Random, two_step_share: float = TWO_STEP_SHARE) -> 
     return {"question": question, "answer": "\n".join(lines) + f"\n#### {result}"}
 
 
-def generate_problems(seed: int, n: int, exclude: set[str] = frozenset(), two_step_share: float = TWO_STEP_SHARE) -> list[dict[str, str]]:
-    """`n` distinct problems from `seed`, none whose question is in `exclude`."""
+def generate_problems(
+    seed: int,
+    n: int,
+    exclude: set[str] = frozenset(),
+    two_step_share: float = TWO_STEP_SHARE,
+    allow: Callable[[tuple[str, ...]], bool] | None = None,
+) -> list[dict[str, str]]:
+    """`n` distinct problems from `seed`, none whose question is in `exclude`, two-step chains as `allow` says."""
     rng = random.Random(seed)
     rows, seen = [], set(exclude)
     attempts = 0
@@ -120,7 +212,7 @@ def generate_problems(seed: int, n: int, exclude: set[str] = frozenset(), two_st
         attempts += 1
         if attempts > 50 * n + 1000:
             raise ValueError(f"cannot find {n} distinct problems (found {len(rows)}): ask for fewer")
-        row = make_problem(rng, two_step_share)
+        row = make_problem(rng, two_step_share, allow)
         if row["question"] not in seen:
             seen.add(row["question"])
             rows.append(row)
@@ -128,10 +220,13 @@ def generate_problems(seed: int, n: int, exclude: set[str] = frozenset(), two_st
 
 
 def make_splits(seed: int = 0, n_train: int = 4000, n_test: int = 200) -> dict[str, list[dict[str, str]]]:
-    """Train and test splits from one seed; no test question appears in train."""
-    train = generate_problems(seed, n_train)
+    """Train and test splits from one seed; no test question appears in train, no test two-step chain either."""
+    held = heldout_chains(seed)
+    train = generate_problems(seed, n_train, allow=lambda chain: chain not in held)
     # A derived seed keeps the test set the same whatever n_train is, up to the questions train already took.
-    test = generate_problems(seed + 1_000_003, n_test, exclude={row["question"] for row in train})
+    test = generate_problems(
+        seed + 1_000_003, n_test, exclude={row["question"] for row in train}, allow=lambda chain: chain in held
+    )
     return {"train": train, "test": test}
 
 

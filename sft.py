@@ -53,6 +53,7 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(
     output_dir="outputs/smoke-sft",
     dataset_name=str(SAMPLE_DATA_DIR),
     max_samples=None,
+    eval_holdout=4,  # train.py --smoke's 4 of the 16 sample problems
     max_steps=4,
     per_device_train_batch_size=4,
     gradient_accumulation_steps=1,
@@ -94,6 +95,14 @@ class SFTScriptArguments:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "Module names that get LoRA adapters."},
     )
+    eval_holdout: int = field(
+        default=100,
+        metadata={
+            "help": "Keep out of the cold start the problems train.py holds out with the same --eval_holdout (the "
+            "same choice, by question text, whatever the seed), so that its held-out accuracy is on problems "
+            "neither stage trained on. At least train.py's value; 0 = keep none out."
+        },
+    )
     smoke: bool = field(default=False, metadata={"help": "Tiny random model on the shipped samples, CPU, offline."})
     resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
 
@@ -127,6 +136,8 @@ def check_config(script_args: SFTScriptArguments, training_args: Any) -> None:
             raise ConfigError(f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path")
     if script_args.max_samples is not None and script_args.max_samples < 1:
         raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
+    if script_args.eval_holdout < 0:
+        raise ConfigError(f"eval_holdout must be 0 (none) or a number of problems, got {script_args.eval_holdout}")
     if script_args.use_peft and (script_args.lora_r < 1 or script_args.lora_alpha < 1):
         raise ConfigError("lora_r and lora_alpha must be positive (or --use_peft false)")
     if training_args.max_length is not None and training_args.max_length < 1:
@@ -163,6 +174,27 @@ def save_merged(trainer: Any, tokenizer: Any, path: Path) -> None:
     tokenizer.save_pretrained(path)
 
 
+def load_training_data(script_args: SFTScriptArguments, training_args: Any) -> Any:
+    """The prompt-completion rows sft.py trains on: the split less train.py's held-out problems, shuffled with
+    the seed, cut to max_samples."""
+    held = set()
+    if script_args.eval_holdout:
+        from heldout import heldout_questions
+
+        split = data.load_raw_split(
+            script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config, required=("question",)
+        )
+        held = heldout_questions(split["question"], script_args.eval_holdout)
+    return data.get_sft_dataset(
+        split=script_args.dataset_train_split,
+        dataset_name=script_args.dataset_name,
+        config=script_args.dataset_config,
+        limit=script_args.max_samples,
+        seed=training_args.seed,
+        exclude=held,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, check, load data and model, fine-tune, save; exits 130 after a Ctrl-C (a checkpoint is saved)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -190,16 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     if tokenizer.chat_template is None:
         exit_with(PROG, f"the tokenizer of {script_args.model_name_or_path} has no chat template")
     try:
-        train_dataset = data.get_sft_dataset(
-            split=script_args.dataset_train_split,
-            dataset_name=script_args.dataset_name,
-            config=script_args.dataset_config,
-            limit=script_args.max_samples,
-            seed=training_args.seed,
-        )
+        train_dataset = load_training_data(script_args, training_args)
     except data.DatasetError as error:
         exit_with(PROG, str(error))
-    main_process_print(f"data: {len(train_dataset)} examples from {script_args.dataset_name}")
+    kept_out = f", less the {script_args.eval_holdout} train.py holds out" if script_args.eval_holdout else ""
+    main_process_print(f"data: {len(train_dataset)} examples from {script_args.dataset_name}{kept_out}")
 
     # Model and trainer.
     from trl import SFTTrainer

@@ -150,7 +150,8 @@ class ScriptArguments:
         default=100,
         metadata={
             "help": "Training problems kept out of training and scored every eval_steps with evaluate.py's scorer "
-            "(metrics eval/strict, ...). 0 = no held-out evaluation."
+            "(metrics eval/strict, ...); chosen by question text, so sft.py --eval_holdout keeps the same ones out "
+            "of the cold start. 0 = no held-out evaluation."
         },
     )
     print_sample_every: int = field(
@@ -232,6 +233,26 @@ def parse_args(argv: list[str]):
 # --- the run -----------------------------------------------------------------------------------------------
 
 
+def load_data(script_args: ScriptArguments, training_args, tokenizer) -> tuple[Any, Any, str | None]:
+    """(training problems, held-out problems or None, a console note or None); DatasetError or ValueError."""
+    train_dataset = data.get_gsm8k_questions(
+        split=script_args.dataset_train_split,
+        dataset_name=script_args.dataset_name,
+        config=script_args.dataset_config,
+        limit=None if script_args.eval_holdout else script_args.max_samples,  # held-out problems come first
+        seed=training_args.seed,
+        max_prompt_tokens=script_args.max_prompt_length,
+        tokenizer=tokenizer,
+    )
+    if not script_args.eval_holdout:
+        return train_dataset, None, None
+    # Chosen among the split as stored, as sft.py chooses: a prompt dropped above cannot shift the choice.
+    split = data.load_raw_split(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
+    return hold_out(
+        train_dataset, script_args.eval_holdout, training_args, script_args.max_samples, split_questions=split["question"]
+    )
+
+
 def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> None:
     """Parse, check, load data and model, train with GRPO, save; `extra_callbacks` join the trainer's (benchmarks)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -261,25 +282,10 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     except OSError as error:
         fail(f"cannot load the tokenizer of {script_args.model_name_or_path}: {str(error).splitlines()[0]}")
     try:
-        train_dataset = data.get_gsm8k_questions(
-            split=script_args.dataset_train_split,
-            dataset_name=script_args.dataset_name,
-            config=script_args.dataset_config,
-            limit=None if script_args.eval_holdout else script_args.max_samples,  # held-out problems come first
-            seed=training_args.seed,
-            max_prompt_tokens=script_args.max_prompt_length,
-            tokenizer=tokenizer,
-        )
-    except data.DatasetError as error:
+        train_dataset, heldout, note = load_data(script_args, training_args, tokenizer)
+    except (data.DatasetError, ValueError) as error:
         fail(str(error))
-    heldout = None
-    if script_args.eval_holdout:
-        try:
-            train_dataset, heldout, note = hold_out(
-                train_dataset, script_args.eval_holdout, training_args, limit=script_args.max_samples
-            )
-        except ValueError as error:
-            fail(str(error))
+    if heldout is not None:
         reward_funcs, training_args.reward_weights = with_scorers(reward_funcs, training_args.reward_weights)
         main_process_print(note)
         if is_main_process():

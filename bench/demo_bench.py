@@ -5,8 +5,10 @@
     python bench/demo_bench.py --quick                      # demo.py --quick: the test suite's cut-down run
 
 Each seed is one `python demo.py --seed S` (its own problems, model, SFT and GRPO) in a fresh process.
-The table: accuracy on the 200 test problems after SFT and after GRPO (greedy, evaluate.py), the gain, the
-held-out strict accuracy train.py measured at its first and last evaluation (sampled), and the wall time.
+The table: strict accuracy on the 200 test problems after SFT and after GRPO (greedy, evaluate.py), overall and
+on the one-step and the two-step problems apart (the two-step ones on chains of calculations no training
+problem has), formatted accuracy, the gain, the held-out strict accuracy train.py measured at its first and
+last evaluation (sampled), and the time of SFT, of GRPO and of the whole run.
 Then the targets, per seed: the SFT model follows the format (formatted >= 0.8) but is often wrong
 (0.1 <= strict <= 0.5), GRPO adds >= 0.25 strict, the held-out curve ends above where it started, the whole
 demo takes <= 10 minutes. The machine's load average is printed before and after: on a shared machine the
@@ -66,10 +68,17 @@ def checks(result: dict) -> list[str]:
     return missed
 
 
+def accuracy(model: dict) -> str:
+    """strict overall / one-step / two-step, and formatted, of one model."""
+    return (f"{model['strict']:.3f} / {model.get('strict_one_step', float('nan')):.3f} / "
+            f"{model.get('strict_two_step', float('nan')):.3f}  {model['formatted']:>9.3f}")  # fmt: skip
+
+
 def table(results: list[dict]) -> str:
     """One row per seed."""
-    header = (f"{'seed':>4}  {'SFT strict':>10} {'formatted':>9}  {'GRPO strict':>11} {'formatted':>9}  {'gain':>6}"
-              f"  {'held-out first->last':>20}  {'wall s':>6}  missed")  # fmt: skip
+    header = (f"{'seed':>4}  {'SFT strict all/1-step/2-step':>28} {'formatted':>9}  {'GRPO strict all/1-step/2-step':>29}"
+              f" {'formatted':>9}  {'gain':>6}  {'held-out first->last':>20}  {'SFT s':>5} {'GRPO s':>6} {'wall s':>6}"
+              "  missed")  # fmt: skip
     lines = [header]
     for r in results:
         if "error" in r:
@@ -77,10 +86,12 @@ def table(results: list[dict]) -> str:
             continue
         curve = r["heldout_curve"]
         held = f"{curve[0][1]:.2f} -> {curve[-1][1]:.2f}" if curve else "-"
+        seconds = r["seconds"]
         lines.append(
-            f"{r['seed']:>4}  {r['sft']['strict']:>10.3f} {r['sft']['formatted']:>9.3f}  {r['grpo']['strict']:>11.3f}"
-            f" {r['grpo']['formatted']:>9.3f}  {r['grpo']['strict'] - r['sft']['strict']:>+6.3f}  {held:>20}"
-            f"  {r['wall']:>6.0f}  {', '.join(checks(r)) or 'none'}"
+            f"{r['seed']:>4}  {accuracy(r['sft']):>38}  {accuracy(r['grpo']):>39}"
+            f"  {r['grpo']['strict'] - r['sft']['strict']:>+6.3f}  {held:>20}"
+            f"  {seconds.get('sft.py', 0):>5.0f} {seconds.get('train.py (GRPO)', 0):>6.0f} {r['wall']:>6.0f}"
+            f"  {', '.join(checks(r)) or 'none'}"
         )
     return "\n".join(lines)
 

@@ -27,12 +27,32 @@ def test_an_output_dir_that_is_a_file_is_refused_in_one_line(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_summary_table_reports_both_stages_the_gain_and_the_times():
+def test_summary_table_reports_both_stages_each_kind_of_problem_the_gain_and_the_times():
     stages = [demo.Stage("sft.py", 100.0), demo.Stage("train.py (GRPO)", 200.0)]
-    models = {"base": {"n": 200, "strict": 0.3, "formatted": 0.99}, "tuned": {"n": 200, "strict": 0.55, "formatted": 1.0}}
+    counts = {"n": 200, "n_one_step": 80, "n_two_step": 120}
+    models = {
+        "base": {**counts, "strict": 0.3, "strict_one_step": 0.75, "strict_two_step": 0.0, "formatted": 0.99},
+        "tuned": {**counts, "strict": 0.55, "strict_one_step": 0.8, "strict_two_step": 0.3833, "formatted": 1.0},
+    }
     text = demo.summary_table(stages, models, [(0, 0.3), (75, 0.5)])
-    assert "after SFT                0.300" in text and "after GRPO               0.550" in text
-    assert "+0.250" in text and "0:0.30  75:0.50" in text and "total                     300 s" in text
+    assert "after SFT                0.300     0.750     0.000      0.990" in text
+    assert "after GRPO               0.550     0.800     0.383      1.000" in text
+    assert "gain                    +0.250    +0.050    +0.383     +0.010" in text
+    assert "80 one-step, 120 two-step" in text
+    assert "0:0.30  75:0.50" in text and "total                     300 s" in text
+
+
+def test_strict_accuracy_is_split_by_the_number_of_steps(tmp_path):
+    rows = [{"question": "q1", "answer": "1+1=<<1+1=2>>2\n#### 2"},
+            {"question": "q2", "answer": "2*2=<<2*2=4>>4\n4+1=<<4+1=5>>5\n#### 5"},
+            {"question": "q3", "answer": "1+2=<<1+2=3>>3\n3-1=<<3-1=2>>2\n#### 2"}]  # fmt: skip
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for label, right in (("base", {"q1"}), ("tuned", {"q1", "q3"})):
+        records = [{"question": row["question"], "strict": row["question"] in right} for row in reversed(rows)]
+        (tmp_path / f"{label}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    found = demo.strict_by_steps(tmp_path, tmp_path)
+    assert found["base"] == {"n_one_step": 1, "strict_one_step": 1.0, "n_two_step": 2, "strict_two_step": 0.0}
+    assert found["tuned"]["strict_two_step"] == 0.5
 
 
 def test_console_shows_key_lines_that_tqdm_prefixes_with_cursor_codes(tmp_path, capsys):

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import REPO, SHARED
 from helpers import run_script
 
 import heldout
@@ -25,16 +26,20 @@ def test_scorers_are_evaluates_scores_and_weigh_nothing():
     assert funcs[3](completions=completions, answer=["7", "7"]) == [1.0, 1.0]  # flexible: last number
 
 
-def test_holdout_is_disjoint_from_training_and_seeded():
+def test_holdout_is_disjoint_from_training_and_chosen_by_question_alone():
     from datasets import Dataset
 
-    dataset = Dataset.from_dict({"question": [f"q{i}" for i in range(50)], "answer": [str(i) for i in range(50)]})
-    train, held = heldout.split_holdout(dataset, 10, seed=3)
-    assert len(train) == 40 and len(held) == 10
+    questions = [f"q{i}" for i in range(50)]
+    dataset = Dataset.from_dict({"question": questions, "answer": [str(i) for i in range(50)]})
+    held_questions = heldout.heldout_questions(questions, 10)
+    train, held = heldout.split_holdout(dataset, held_questions)
+    assert len(train) == 40 and len(held) == 10 and set(held["question"]) == held_questions
     assert not set(train["question"]) & set(held["question"])
-    assert heldout.split_holdout(dataset, 10, seed=3)[1]["question"] == held["question"]
+    # Order, duplicates and other questions do not change the choice; a smaller choice is part of a larger one.
+    assert heldout.heldout_questions(questions[::-1] + questions[:5], 10) == held_questions
+    assert heldout.heldout_questions(questions, 5) < held_questions
     with pytest.raises(ValueError, match="leaves no problems to train on"):
-        heldout.split_holdout(dataset, 50, seed=3)
+        heldout.split_holdout(dataset, set(questions))
 
 
 def test_eval_log_is_renamed_and_labelled_with_its_temperature():
@@ -91,3 +96,51 @@ def test_bad_holdout_settings_fail_with_one_line(tmp_path, args, message):
     result = run_script("train.py", "--smoke", "--output_dir", tmp_path / "out", *args, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def sft_and_grpo_data(tmp_path, sft_argv, train_argv, tokenizer_dir):
+    """(sft.py's training rows, train.py's training rows, train.py's held-out rows), as their main() loads them."""
+    from transformers import AutoTokenizer
+
+    import sft
+    import train
+
+    sft_args, sft_training, _ = sft.parse_args([*map(str, sft_argv), "--output_dir", str(tmp_path / "sft")])
+    sft_rows = sft.load_training_data(sft_args, sft_training)
+    script_args, training_args, _, _ = train.parse_args([*map(str, train_argv), "--output_dir", str(tmp_path / "grpo")])
+    train_rows, held, _ = train.load_data(script_args, training_args, AutoTokenizer.from_pretrained(tokenizer_dir))
+    return sft_rows, train_rows, held
+
+
+def test_real_recipe_never_cold_starts_on_the_problems_grpo_holds_out(tmp_path):
+    """Held-out accuracy is only worth watching if neither stage trained on those problems: with both recipes'
+    defaults (seed 1907, 1000 SFT problems, 100 held out; ~13 of the 100 would otherwise be among the 1000)."""
+    gsm8k, tokenizer_dir = SHARED / "data" / "gsm8k", SHARED / "tokenizers" / "qwen2.5"
+    if not (gsm8k / "train.jsonl").is_file() or not tokenizer_dir.is_dir():
+        pytest.skip("needs GSM8K and the Qwen2.5 tokenizer in ../shared")
+    sft_rows, train_rows, held = sft_and_grpo_data(
+        tmp_path, ["--dataset_name", gsm8k], ["--dataset_name", gsm8k, "--use_cpu"], tokenizer_dir
+    )
+    cold_started = {row["prompt"][-1]["content"] for row in sft_rows}
+    assert len(sft_rows) == 1000 and len(held) == 100
+    assert len(set(held["question"]) & cold_started) == 0
+    assert not set(held["question"]) & set(train_rows["question"])
+
+
+@pytest.mark.parametrize("holdout", ["100", "50"])  # demo.py's held-out set, and --quick's
+def test_demo_never_cold_starts_on_the_problems_grpo_holds_out(tmp_path, holdout):
+    import miniature
+
+    data_dir = miniature.write_dataset(tmp_path / "data", seed=0)
+    cold_dir = miniature.write_cold_start(tmp_path / "cold", data_dir, seed=0)
+    model_dir = miniature.build_model(tmp_path / "model", data_dir, shape=dict(miniature.MINIATURE_SHAPE, hidden_size=32))
+    recipes = REPO / "recipes"
+    sft_rows, train_rows, held = sft_and_grpo_data(
+        tmp_path,
+        ["--config", recipes / "miniature-sft.yaml", "--dataset_name", cold_dir, "--seed", "0"],
+        ["--config", recipes / "miniature-grpo.yaml", "--dataset_name", data_dir, "--seed", "0", "--eval_holdout", holdout],
+        model_dir,
+    )
+    cold_started = {row["prompt"][-1]["content"] for row in sft_rows}
+    assert len(held) == int(holdout) and len(train_rows) == 4000 - int(holdout)
+    assert len(set(held["question"]) & cold_started) == 0

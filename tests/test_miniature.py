@@ -25,12 +25,42 @@ def test_test_split_does_not_depend_on_the_train_size_beyond_exclusion():
     assert sum(row["question"] in large_questions for row in small) >= 45
 
 
-def test_splits_are_disjoint_and_questions_unique():
-    splits = miniature.make_splits(0, 2000, 300)
-    train = [row["question"] for row in splits["train"]]
-    test = [row["question"] for row in splits["test"]]
-    assert len(set(train)) == 2000 and len(set(test)) == 300
-    assert not set(train) & set(test)
+def steps_of(row):
+    """The row's calculations in order, operands of + and * sorted: 3+2 and 2+3 are the same calculation."""
+    steps = []
+    for expression, _ in ANNOTATION.findall(row["answer"]):
+        op = next((op for op in "+*" if op in expression), None)
+        steps.append(op.join(sorted(expression.split(op), key=int)) if op else expression)
+    return tuple(steps)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_test_two_step_chains_are_in_no_training_or_cold_start_problem(tmp_path, seed):
+    """New names and objects are not new problems: the test's two-step calculations must be new as a pair."""
+    folder = miniature.write_dataset(tmp_path / "data", seed=seed, n_train=4000, n_test=200)
+    cold = miniature.write_cold_start(tmp_path / "cold", folder, seed=seed)
+    train = miniature.read_rows(folder / "train.jsonl")
+    test = miniature.read_rows(folder / "test.jsonl")
+    cold_rows = miniature.read_rows(cold / "train.jsonl")
+    assert len({row["question"] for row in train}) == 4000 and len({row["question"] for row in test}) == 200
+    assert not {row["question"] for row in train} & {row["question"] for row in test}
+    # The cold-start set solves the training problems (a prefix of their chains where the writer stops early).
+    assert [row["question"] for row in cold_rows] == [row["question"] for row in train]
+    seen = {steps_of(row) for row in train} | {steps_of(row) for row in cold_rows}
+    test_chains = [steps_of(row) for row in test if len(steps_of(row)) == 2]
+    assert len(test_chains) > 0.4 * len(test) and len(set(test_chains)) >= 15
+    assert not set(test_chains) & seen
+    # Each step alone is a known calculation: one-step facts and the steps of other chains are shared.
+    trained_steps = {step for chain in seen for step in chain}
+    assert all(step in trained_steps for chain in test_chains for step in chain)
+
+
+def test_every_generated_chain_is_one_the_split_logic_knows():
+    rows = miniature.generate_problems(5, 3000)
+    chains = {miniature.chain_of(row) for row in rows}
+    assert {c for c in chains if len(c) == 2} == miniature.two_step_chains()
+    assert {c[0] for c in chains if len(c) == 1} == miniature.one_step_facts()
+    assert all(miniature.chain_of(row) == steps_of(row) for row in rows[:200])
 
 
 def test_rows_have_gsm8k_shape_and_the_gold_is_the_last_calculation():
