@@ -64,6 +64,16 @@ def test_console_shows_key_lines_that_tqdm_prefixes_with_cursor_codes(tmp_path, 
     assert "noise" in stage.log.read_text()
 
 
+# `demo.py --quick --seed 0` measured strict 0.260 after SFT and 0.350 after GRPO on the 200 test problems
+# (+0.090), and +0.144 on the 111 two-step ones (0.027 -> 0.171), at commit 9fbf05f. The two models differ only
+# by GRPO, so a broken trainer, reward or scorer leaves the gain at what a barely moved model gives by chance, a
+# problem or two either way (the same SFT model after 15 steps on a reward every answer earns alike: +0.000).
+# Half the measured gain (9 problems overall, 8 two-step) is out of that noise's reach, and leaves the run room
+# to differ on another CPU (float sums in another order change a few greedy answers).
+QUICK_MIN_GAIN = 0.045
+QUICK_MIN_TWO_STEP_GAIN = 0.07
+
+
 @pytest.mark.slow
 def test_quick_demo_raises_strict_accuracy_after_sft(tmp_path):
     """The whole recipe, cut down: a broken trainer, reward or scorer leaves GRPO no better than SFT."""
@@ -71,8 +81,10 @@ def test_quick_demo_raises_strict_accuracy_after_sft(tmp_path):
     done = run_script("demo.py", "--quick", "--seed", "0", "--output_dir", out, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     result = json.loads((out / "demo_result.json").read_text())
-    assert result["sft"]["formatted"] >= 0.8
-    assert result["grpo"]["strict"] > result["sft"]["strict"], result
+    sft, grpo = result["sft"], result["grpo"]
+    assert sft["formatted"] >= 0.8
+    assert grpo["strict"] - sft["strict"] >= QUICK_MIN_GAIN, result
+    assert grpo["strict_two_step"] - sft["strict_two_step"] >= QUICK_MIN_TWO_STEP_GAIN, result
     assert len(result["heldout_curve"]) >= 2
     assert (out / "grpo" / "plots" / "heldout_accuracy.png").is_file()
     assert (out / "eval" / "plots" / "eval_accuracy.png").is_file()
