@@ -96,20 +96,30 @@ def unreadable_weights(folder: str | Path, names: tuple[str, ...] = MODEL_WEIGHT
     return None
 
 
+def local_model_folder(name: str) -> Path | None:
+    """The folder holding a model's files: `name` itself when it is a folder, else its snapshot in the local
+    Hugging Face cache (snapshots/<commit>/); None when neither is on disk. Never reaches the network."""
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return folder
+    try:
+        import huggingface_hub
+
+        config = huggingface_hub.try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 -- not a repo id, or no hub cache: nothing on disk
+        return None
+    return Path(config).parent if isinstance(config, str) else None
+
+
 def count_parameters(name: str) -> int | None:
     """Parameters in a model's safetensors weights (a local folder or the local hub cache); None when unknown."""
     import math
 
     from safetensors import safe_open
 
-    folder = Path(name).expanduser()
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(name, local_files_only=True))
-        except Exception:  # noqa: BLE001 -- not cached (or not a repo id): unknown, not an error
-            return None
+    folder = local_model_folder(name)
+    if folder is None:
+        return None
     files = _weight_files(folder, ("model.safetensors", "model.safetensors.index.json"))
     if isinstance(files, str) or unreadable_weights(folder):
         return None

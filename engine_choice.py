@@ -21,7 +21,7 @@ class EngineSpeed:
     """One engine's measured CPU figures for the reference model (bench/engine_race.py, one run, same machine)."""
 
     name: str
-    start_seconds: float  # from the command to the first generated token: imports, load, engine start
+    start_seconds: float  # a run's wall time less its generation: imports, data, load, engine start, writing
     fixed_start_seconds: float  # the part of that start a tiny model pays too
     tokens_per_second: dict[int, float]  # decode rate by the number of sequences decoded at once
     concurrency: int  # the most sequences it decodes at once

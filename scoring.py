@@ -15,6 +15,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from backends import local_model_folder
 from rewards import extract_xml_answer, is_correct, last_number, normalize_number
 
 BLOG_STRICT = {"base": 0.0887, "tuned": 0.6528}  # greedy GSM8K test accuracy reported by the blog
@@ -124,17 +125,9 @@ def model_fingerprint(name: str) -> str | None:
     folder rewrites these files, so the digest changes even though the path does not; reading the file sizes
     and times takes microseconds, where hashing the weights would take seconds per gigabyte.
     """
-    folder = Path(name).expanduser()
-    if not folder.is_dir():
-        try:
-            import huggingface_hub
-
-            config = huggingface_hub.try_to_load_from_cache(name, "config.json")
-        except Exception:  # noqa: BLE001 -- not a repo id, or no hub cache: nothing on disk to describe
-            return None
-        if not isinstance(config, str):
-            return None
-        folder = Path(config).parent  # snapshots/<commit>/: a new revision is a new folder
+    folder = local_model_folder(name)  # a hub model's snapshots/<commit>/: a new revision is a new folder
+    if folder is None:
+        return None
     files = []
     for path in sorted(folder.iterdir()):
         if any(fnmatch(path.name, pattern) for pattern in MODEL_FILES) and path.is_file():

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from backends import local_model_folder
 from generation import Completion, ModelSource, free_memory, load_tokenizer, prompt_texts, speed_line
 
 # The LoRA ranks vLLM 0.31 accepts for max_lora_rank; an adapter's r is rounded up to the next one.
@@ -52,19 +53,9 @@ def vllm_lora_rank(r: int) -> int:
 
 def model_config(model: str) -> dict[str, Any] | None:
     """config.json of a local model folder or of a hub model in the local cache; None when not at hand."""
-    path = Path(model).expanduser() / "config.json"
-    if not path.is_file():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(model, "config.json")
-        except Exception:  # noqa: BLE001 -- not a repo id: unknown
-            return None
-        if not isinstance(cached, str):
-            return None
-        path = Path(cached)
+    folder = local_model_folder(model)
     try:
-        return json.loads(path.read_text())
+        return json.loads((folder / "config.json").read_text()) if folder else None
     except (OSError, ValueError):
         return None
 
