@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import data
@@ -225,14 +226,7 @@ def check_config(script_args, training_args, builds_model: bool = False) -> list
     if script_args.max_samples is not None and script_args.max_samples < 1:
         raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
     check_heldout_settings(script_args, training_args)
-    output_dir = Path(training_args.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
+    make_writable_output_dir(Path(training_args.output_dir))
     return reward_funcs
 
 
@@ -293,6 +287,17 @@ def find_checkpoint(script_args, training_args) -> str | None:
             "another --output_dir, or delete them"
         )
     return last
+
+
+def make_writable_output_dir(output_dir: Path) -> None:
+    """Create output_dir if needed and prove a file can be written in it; ConfigError (with the reason) if not."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        # A probe of this process's own: the processes of a multi-process run all check at once.
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
 
 
 def unwritable_folder(path: Path) -> str | None:

@@ -39,7 +39,7 @@ from typing import Any
 import data
 import options
 from backends import BackendError, find_model, lora_config
-from checks import adapt_to_machine, check_device, find_checkpoint
+from checks import adapt_to_machine, check_device, find_checkpoint, make_writable_output_dir
 from options import ConfigError, exit_with, flag_on, given, read_layers
 from runs import main_process_print, save_run_config, stop_after_training, stop_interrupted, train_or_restore
 from smoke import SAMPLE_DATA_DIR
@@ -142,13 +142,7 @@ def check_config(script_args: SFTScriptArguments, training_args: Any) -> None:
         raise ConfigError("lora_r and lora_alpha must be positive (or --use_peft false)")
     if training_args.max_length is not None and training_args.max_length < 1:
         raise ConfigError(f"max_length must be positive, got {training_args.max_length}")
-    output_dir = Path(training_args.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / ".write-test").write_text("")
-        (output_dir / ".write-test").unlink()
-    except OSError as error:
-        raise ConfigError(f"output_dir {output_dir} is not writable: {error.strerror}") from error
+    make_writable_output_dir(Path(training_args.output_dir))
 
 
 def builds_smoke_model(script_args: SFTScriptArguments) -> bool:

@@ -222,3 +222,33 @@ def test_train_py_refuses_cpu_vllm_in_one_line_before_loading(tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("train.py: error: use_vllm (--use_vllm on the command line) ")
     assert not (tmp_path / "run" / "base-model").exists()  # the tiny model was never built
+
+
+def test_processes_of_one_run_probe_output_dir_together_without_tripping_each_other(tmp_path):
+    # Every process of a multi-process run checks output_dir at once: one's probe must not delete another's.
+    import threading
+
+    errors, start = [], threading.Barrier(2)
+
+    def probe_many_times():
+        start.wait()
+        for _ in range(2000):
+            try:
+                checks.make_writable_output_dir(tmp_path / "run")
+            except ConfigError as error:
+                errors.append(str(error))
+                return
+
+    threads = [threading.Thread(target=probe_many_times) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list((tmp_path / "run").iterdir()) == []  # no probe left behind
+
+
+def test_an_unwritable_output_dir_is_a_config_error_with_the_reason(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"output_dir .*file/run is not writable: Not a directory"):
+        checks.make_writable_output_dir(tmp_path / "file" / "run")

@@ -190,7 +190,9 @@ def test_two_processes_on_cpu(tmp_path):
          "--output_dir", str(out), "--max_steps", "2"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    # A process's one-line refusal first: the launcher's report of it fills the tail.
+    refusals = [line for line in result.stderr.splitlines() if "train.py: error:" in line]
+    assert result.returncode == 0, "\n".join(refusals) + "\n" + result.stderr[-3000:]
     assert json.loads((out / "run_config.json").read_text())["processes"] == 2
     assert [m["step"] for m in metrics(out) if "loss" in m] == [1, 2]
     assert result.stdout.count("done: 2 steps") == 1  # printed by the main process only
