@@ -167,21 +167,15 @@ def peak_memory() -> dict[str, int | None]:
     """Peak GPU memory since the last reset: allocated by tensors, and reserved by torch's allocator."""
     import torch
 
-    if not torch.cuda.is_available():
-        return {"peak_memory_bytes": None, "peak_reserved_bytes": None}
-    return {
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(),
-        "peak_reserved_bytes": torch.cuda.max_memory_reserved(),
-    }
+    cuda = torch.cuda.is_available()
+    return {"peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+            "peak_reserved_bytes": torch.cuda.max_memory_reserved() if cuda else None}  # fmt: skip
 
 
 def decode_limit(calls: list[dict[str, Any]], bandwidth: float, param_bytes: float, kv_per_token: float) -> tuple:
     """(decoding slots: rows x steps, least seconds at `bandwidth`) of recorded generate calls, each at its context."""
     from roofline import decode_limit_seconds
 
-    slots = sum(c["batch"] * c["steps"] for c in calls)
-    seconds = sum(
-        decode_limit_seconds(c["batch"], c["prompt_len"], c["steps"], bandwidth, param_bytes, kv_per_token)
-        for c in calls
-    )
-    return slots, seconds
+    seconds = [decode_limit_seconds(c["batch"], c["prompt_len"], c["steps"], bandwidth, param_bytes, kv_per_token)
+               for c in calls]  # fmt: skip
+    return sum(c["batch"] * c["steps"] for c in calls), sum(seconds)

@@ -17,15 +17,11 @@ Variants, all on the same prompts (GSM8K test, the chat template of evaluate.py)
 The headline variants (new@chosen, pipeline) run --rounds times, their order alternating; the sweep once.
 (The `today` variants, the path before attention.py, were retired after commit 28a6da8: docs/BENCHMARKS.md.)
 
-Per variant: end-to-end tokens/s (completion tokens, stop token included, over the wall time of the whole loop:
-tokenizing, the shared prefix, prefill, decoding), and the same tokens per second of the CPU time this process
-spent (steadier than wall time when other processes share the cores; with 2 threads it counts their waits
-too); decode tokens/s (rows x steps after the first token, over the time from the first token to the last,
-timed by a streamer given to each generate() call); prefill seconds.
-Decode speed is held against this machine's limits, measured here by roofline.measure_limits (the best rate of
-summing 256 MiB and of a 2048^2 matmul in the model's dtype, at the start and at the end of the run): the
-bandwidth limit (each decoding step reads every weight and the batch's KV cache once: batch x bandwidth /
-(weight bytes + KV bytes at the average context)) and the compute limit (FLOP/s / (2 x parameters)).
+Per variant: end-to-end tokens/s (completion tokens over the wall time of the whole loop), the same per second
+of this process's CPU time (steadier on shared cores), decode tokens/s (rows x steps after the first token, over
+the time from the first token to the last, from a streamer) and prefill seconds. Decode speed is held against
+this machine's limits, measured by roofline.measure_limits at the start and the end of the run: bandwidth
+(batch x bandwidth / (weight bytes + KV bytes at the average context)) and compute (FLOP/s / (2 x parameters)).
 
 Check: every variant gives every prompt the same token ids as new@chosen (exit 1 if not; the first difference is
 printed). The last line is the headline: new@chosen against the pipeline loop, end to end.
@@ -127,12 +123,9 @@ def print_table(results: list[dict], costs: dict, limits: Any) -> dict[str, dict
     for name, r in best.items():
         bandwidth_limit, compute_limit = decode_limits(r, costs, limits)
         decode = r["decode_tokens_per_s"]
-        print(
-            f"{name:>12} {r['batch']:>5} {r['wall_s']:>8.1f} {r['e2e_tokens_per_s']:>10.1f} "
-            f"{r['cpu_tokens_per_s']:>9.1f} {r['prefill_s']:>9.1f} "
-            f"{decode:>12.1f} {bandwidth_limit:>15.1f} {100 * decode / bandwidth_limit:>5.0f}% {compute_limit:>13.1f} "
-            f"{100 * decode / compute_limit:>5.0f}%"
-        )
+        print(f"{name:>12} {r['batch']:>5} {r['wall_s']:>8.1f} {r['e2e_tokens_per_s']:>10.1f} {r['cpu_tokens_per_s']:>9.1f} "
+              f"{r['prefill_s']:>9.1f} {decode:>12.1f} {bandwidth_limit:>15.1f} {100 * decode / bandwidth_limit:>5.0f}% "
+              f"{compute_limit:>13.1f} {100 * decode / compute_limit:>5.0f}%")  # fmt: skip
     return best
 
 
@@ -160,11 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()  # the pipeline's notes on its own generation settings
     dataset = str(SAMPLE_DATA_DIR if args.toy or not GSM8K.is_dir() else GSM8K)
-    print(
-        f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}; "
-        f"{os.cpu_count()} CPUs, {args.threads} torch threads; load average {os.getloadavg()[0]:.1f} at start",
-        flush=True,
-    )
+    print(f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}; "
+          f"{os.cpu_count()} CPUs, {args.threads} torch threads; load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="generation_speed-") as tmp:
         model_dir = Path(tmp) / "model"
@@ -206,11 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         tokens = sum(len(ids) for ids in next(r for r in results if r["name"] == "new@chosen")["token_ids"])
         print(f"\ncheck: every variant gives every prompt the same token ids as new@chosen ({tokens} completion tokens)")
     best = print_table(results, costs, max(limits_start, limits_end, key=lambda lim: lim.bandwidth))  # the less loaded
-    rounds = {name: [r["e2e_tokens_per_s"] for r in results if r["name"] == name] for name in ("new@chosen", "pipeline")}
-    print(
-        "medians of rounds, end to end: "
-        + ", ".join(f"{name} {statistics.median(values):.1f} tokens/s" for name, values in rounds.items())
-    )
+    medians = {name: statistics.median(r["e2e_tokens_per_s"] for r in results if r["name"] == name)
+               for name in ("new@chosen", "pipeline")}  # fmt: skip
+    print("medians of rounds, end to end: " + ", ".join(f"{name} {m:.1f} tokens/s" for name, m in medians.items()))
     new, pipe = best["new@chosen"]["e2e_tokens_per_s"], best["pipeline"]["e2e_tokens_per_s"]
     print(f"new@{chosen} vs pipeline one at a time: {new / pipe:.2f}x end-to-end tokens/s")
     return 1 if failures else 0

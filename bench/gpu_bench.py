@@ -137,17 +137,12 @@ def build_model(args: argparse.Namespace, device: str, folder: Path) -> tuple[An
     config, costs = model.config, model_costs(model)
     info = {
         "shape": "toy (smoke.TINY_SHAPE)" if args.toy else "Qwen2.5-0.5B-Instruct (smoke.QWEN25_05B_SHAPE)",
-        "parameters": costs["params"],  # tied embeddings counted once, as they are read once
-        "param_bytes": costs["param_bytes"],
-        "dtype": str(dtype).removeprefix("torch."),
-        "layers": config.num_hidden_layers,
-        "kv_heads": config.num_key_value_heads,
-        "head_dim": costs["head_dim"],
-        "vocab_size": config.vocab_size,
-        "kv_bytes_per_token": costs["kv_per_token"],
+        "parameters": costs["params"], "param_bytes": costs["param_bytes"], "dtype": str(dtype).removeprefix("torch."),
+        "layers": config.num_hidden_layers, "kv_heads": config.num_key_value_heads, "head_dim": costs["head_dim"],
+        "vocab_size": config.vocab_size, "kv_bytes_per_token": costs["kv_per_token"],
         "tokenizer": "smoke.build_tiny_tokenizer()" if args.tokenizer == TINY_TOKENIZER else args.tokenizer,
         "attention": model.config._attn_implementation,
-    }
+    }  # fmt: skip
     return model.eval(), load_tokenizer(str(folder)), info
 
 
@@ -162,22 +157,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = describe_device(args)
     args = resolve_args(args, device["cuda"])
     transformers.logging.set_verbosity_error()  # trl / transformers notes about the random model's config
-    limits = (f"{device['bandwidth'] / GB:.0f} GB/s" if device["bandwidth"] else "bandwidth unknown") + (
-        f", {device['bf16_flops'] / 1e12:.0f} bf16 TFLOPS" if device["bf16_flops"] else ""
-    )
-    print(
-        f"gpu_bench: {device['name']} ({limits}{'; ' + device['limits_from'] if device['limits_from'] else ''}), "
-        f"torch {torch.__version__}, transformers {transformers.__version__}",
-        flush=True,
-    )
+    limits = f"{device['bandwidth'] / GB:.0f} GB/s" if device["bandwidth"] else "bandwidth unknown"
+    limits += f", {device['bf16_flops'] / 1e12:.0f} bf16 TFLOPS" if device["bf16_flops"] else ""
+    limits += f"; {device['limits_from']}" if device["limits_from"] else ""
+    print(f"gpu_bench: {device['name']} ({limits}), torch {torch.__version__}, transformers {transformers.__version__}",
+          flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "random-model"
         model, tokenizer, info = build_model(args, "cuda" if device["cuda"] else "cpu", model_dir)
-        print(
-            f"model: random weights, {info['shape']}, {info['parameters'] / 1e6:.1f}M parameters "
-            f"({format_bytes(info['param_bytes'])} in {info['dtype']}), KV cache {info['kv_bytes_per_token']} bytes "
-            f"per token; tokenizer {info['tokenizer']}; data {args.dataset_name}"
-        )
+        print(f"model: random weights, {info['shape']}, {info['parameters'] / 1e6:.1f}M parameters "
+              f"({format_bytes(info['param_bytes'])} in {info['dtype']}), KV cache {info['kv_bytes_per_token']} bytes "
+              f"per token; tokenizer {info['tokenizer']}; data {args.dataset_name}")  # fmt: skip
         settings = {k: v for k, v in vars(args).items() if k not in ("skip_train", "skip_eval")}
         report: dict[str, Any] = {"device": device, "model": info, "settings": settings, "eval": None,
                                   "train": None, "epoch": None}  # fmt: skip

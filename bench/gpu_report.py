@@ -74,23 +74,16 @@ def print_epoch(estimate: dict[str, Any], result: dict[str, Any], device: dict[s
     """The epoch, measured on this device and projected to TARGET, the projection labelled as one."""
     steps = estimate["steps"]
     toy_note = " -- toy sizes, not the real model's cost" if toy else ""
-    print(
-        f"\nepoch: GSM8K train, {GSM8K_TRAIN_PROMPTS} prompts / {result['prompts_per_step']} per step = {steps} steps, "
-        f"on {TRAIN_PATH}"
-    )
-    print(
-        f"  measured  ({device['name']}): {steps} x {result['seconds_per_step']:.2f} s = "
-        f"{format_duration(estimate['measured_s'])}{toy_note}"
-    )
+    print(f"\nepoch: GSM8K train, {GSM8K_TRAIN_PROMPTS} prompts / {result['prompts_per_step']} per step = {steps} "
+          f"steps, on {TRAIN_PATH}")  # fmt: skip
+    print(f"  measured  ({device['name']}): {steps} x {result['seconds_per_step']:.2f} s = "
+          f"{format_duration(estimate['measured_s'])}{toy_note}")  # fmt: skip
     projected = estimate["projected"]
     if projected is None:
         print(f"  projected ({TARGET.name}): n/a (this device's bandwidth is unknown: pass --bandwidth_gbs and --tflops)")
         return
-    rest_how = (
-        f"limit time x {projected['flops_ratio']:.2f} (TFLOPS ratio)"
-        if projected["flops_ratio"]
-        else "kept as measured (TFLOPS unknown: pass --tflops)"
-    )
+    rest_how = (f"limit time x {projected['flops_ratio']:.2f} (TFLOPS ratio)" if projected["flops_ratio"]
+                else "kept as measured (TFLOPS unknown: pass --tflops)")  # fmt: skip
     per_step = projected["generation_s_per_step"] + projected["rest_s_per_step"]
     print(
         f"  projected ({TARGET.name}, {TARGET.bandwidth / GB:.0f} GB/s, {TARGET.bf16_flops / 1e12:.0f} TFLOPS): "

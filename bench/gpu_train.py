@@ -59,18 +59,12 @@ def timed_trl_generation() -> Iterator[list[dict[str, Any]]]:
 def train_argv(args: argparse.Namespace, model_dir: Path, output_dir: Path, prompts_per_step: int) -> list[str]:
     """train.py's flags: the recipe's settings, with the random model, no vLLM and no checkpoints."""
     argv = [
-        "--backend", "hf",
-        "--model_name_or_path", str(model_dir),
-        "--dataset_name", args.dataset_name,
-        "--output_dir", str(output_dir),
+        "--backend", "hf", "--model_name_or_path", str(model_dir), "--dataset_name", args.dataset_name,
+        "--output_dir", str(output_dir), "--report_to", "none",
         "--use_vllm", "false",  # the hf backend's own generate: there is no vLLM on the GPU box
-        "--max_steps", str(args.train_steps),
-        "--max_samples", str(prompts_per_step * args.train_steps),
-        "--save_steps", str(10**9),
-        "--logging_steps", "1",
-        "--max_completion_length", str(args.max_new_tokens),
+        "--max_steps", str(args.train_steps), "--max_samples", str(prompts_per_step * args.train_steps),
+        "--save_steps", str(10**9), "--logging_steps", "1", "--max_completion_length", str(args.max_new_tokens),
         "--max_seq_length", str(max(1024, 512 + args.max_new_tokens)),
-        "--report_to", "none",
         "--eval_holdout", "0",  # training steps only; the held-out evaluation is timed apart
     ]  # fmt: skip
     if args.toy:
@@ -169,27 +163,21 @@ def print_train(result: dict[str, Any]) -> None:
     for step in result["steps"]:
         trl_time = f"{step['trl_step_time_s']:.2f}s" if step["trl_step_time_s"] is not None else "n/a"
         warm = "" if step["step"] in result["timed_steps"] else "  (warm-up, left out)"
-        print(
-            f"{step['step']:>4} {step['seconds']:>8.2f}s {step['generation_s']:>10.2f}s {step['rest_s']:>8.2f}s "
-            f"{step['completions']:>11} {trl_time:>13}{warm}"
-        )
+        print(f"{step['step']:>4} {step['seconds']:>8.2f}s {step['generation_s']:>10.2f}s {step['rest_s']:>8.2f}s "
+              f"{step['completions']:>11} {trl_time:>13}{warm}")  # fmt: skip
     gen, rest = result["generation_s_per_step"], result["rest_s_per_step"]
     gen_limit, rest_limit = result["generation_limit_s_per_step"], result["rest_limit_s_per_step"]
     print(f"per step: {result['seconds_per_step']:.2f} s = generation {gen:.2f} s + rest {rest:.2f} s")
     tokens_per_s = result["generation_tokens_per_s"]
     if gen_limit:
         limit = result["generation_limit_tokens_per_s"]
-        print(
-            f"  generation: {tokens_per_s:.1f} tokens/s, limit {limit:.0f} tokens/s ({percent(tokens_per_s, limit)}; "
-            f"{gen_limit:.2f} s per step at the limit)"
-        )
+        print(f"  generation: {tokens_per_s:.1f} tokens/s, limit {limit:.0f} tokens/s ({percent(tokens_per_s, limit)}; "
+              f"{gen_limit:.2f} s per step at the limit)")  # fmt: skip
     else:
         print(f"  generation: {tokens_per_s:.1f} tokens/s (no limit: bandwidth unknown, pass --bandwidth_gbs)")
     if rest_limit:
-        print(
-            f"  rest (rewards, loss passes, optimizer): {rest_limit:.2f} s per step at the bf16 peak, "
-            f"{percent(rest_limit, rest)} of the measured {rest:.2f} s"
-        )
+        print(f"  rest (rewards, loss passes, optimizer): {rest_limit:.2f} s per step at the bf16 peak, "
+              f"{percent(rest_limit, rest)} of the measured {rest:.2f} s")  # fmt: skip
     trl_time = f"{result['trl_step_time_s']:.2f} s" if result["trl_step_time_s"] is not None else "n/a"
     print(
         f"  peak memory: {format_bytes(result['peak_memory_bytes'])} allocated, "
