@@ -1,19 +1,24 @@
-"""Small helpers the benchmarks share: peak memory, and running one variant in a fresh process."""
+"""What the benchmarks share: paths, offline mode, the random model, prompts, and timers of generate and steps.
+
+Importing it puts the repo's own modules on sys.path, so `python bench/SCRIPT.py` runs from anywhere.
+"""
 
 from __future__ import annotations
 
-import json
+import gc
 import os
-import resource
-import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_DIR.parent / "shared"
 QWEN_TOKENIZER = SHARED_DIR / "tokenizers" / "qwen2.5"
 GSM8K = SHARED_DIR / "data" / "gsm8k"
+sys.path.insert(0, str(REPO_DIR))
 
 
 def go_offline() -> None:
@@ -24,22 +29,10 @@ def go_offline() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def run_worker(script: str | Path, flags: dict, out: Path, label: str) -> dict:
-    """Run `python SCRIPT --key=value ...` from the repo root and return the JSON it wrote to `out`.
-
-    A fresh process per variant, so each one's peak RSS is its own. `--key=value`: a value may start with "--".
-    """
-    command = [sys.executable, str(script), *(f"--{key}={value}" for key, value in flags.items()), f"--out={out}"]
-    done = subprocess.run(command, check=False, cwd=REPO_DIR, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{label} worker failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(Path(out).read_text())
+def fail(prog: str, message: str) -> NoReturn:
+    """A usage error: one line on stderr, exit code 2 (argparse's)."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def build_random_model(folder: Path, shape: dict | None, dtype: Any = None) -> None:
@@ -59,3 +52,130 @@ def build_random_model(folder: Path, shape: dict | None, dtype: Any = None) -> N
     tokenizer = AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
     build_qwen2_model(tokenizer, shape, dtype=dtype).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+
+
+def model_costs(model: Any) -> dict[str, Any]:
+    """Parameters, weight bytes, head size and KV-cache bytes per token of context: what the limits need."""
+    from roofline import kv_bytes_per_token
+
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    size = next(model.parameters()).element_size()
+    params = sum(p.numel() for p in model.parameters())  # tied embeddings once: they are read once
+    return {
+        "params": params,
+        "param_bytes": params * size,
+        "head_dim": head_dim,
+        "kv_per_token": kv_bytes_per_token(config.num_hidden_layers, config.num_key_value_heads, head_dim, size),
+    }
+
+
+def gsm8k_prompts(dataset_name: str, count: int) -> list:
+    """`count` chat prompts from the test split, repeated when it has fewer."""
+    from data import get_gsm8k_questions
+
+    prompts = list(get_gsm8k_questions(split="test", dataset_name=dataset_name, limit=count)["prompt"])
+    return [prompts[i % len(prompts)] for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timers
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so wall-clock times cover it."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class StepClock:
+    """A generate() streamer that only notes when each put() comes: the prompt first, then one per step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def put(self, value: Any) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+@contextmanager
+def timed_generate(model: Any, clock_steps: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """Record every model.generate call: rows, padded prompt length, decoding steps and seconds.
+
+    clock_steps: also give each call a StepClock (its put times in "times"). Off on a GPU: the streamer copies
+    every step's tokens to the host.
+    """
+    calls: list[dict[str, Any]] = []
+    original = model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        clock = StepClock() if clock_steps else None
+        synchronize()
+        start = time.perf_counter()
+        output = original(*args, **kwargs, **({"streamer": clock} if clock else {}))
+        synchronize()
+        prompt_len = kwargs["input_ids"].shape[1]
+        calls.append({
+            "batch": output.shape[0], "prompt_len": prompt_len, "steps": output.shape[1] - prompt_len,
+            "seconds": time.perf_counter() - start, "times": clock.times if clock else None,
+        })  # fmt: skip
+        return output
+
+    model.generate = generate
+    try:
+        yield calls
+    finally:
+        del model.generate  # the class's own method again
+
+
+def step_timer() -> Any:
+    """A TrainerCallback that records the wall time of every optimizer step (its micro-batches and update)."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self._start = 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            synchronize()
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            synchronize()
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return StepTimer()
+
+
+def reset_peak_memory() -> None:
+    """Free what can be freed and start counting the GPU's peak memory again."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, int | None]:
+    """Peak GPU memory since the last reset: allocated by tensors, and reserved by torch's allocator."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"peak_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+            "peak_reserved_bytes": torch.cuda.max_memory_reserved() if cuda else None}  # fmt: skip
+
+
+def decode_limit(calls: list[dict[str, Any]], bandwidth: float, param_bytes: float, kv_per_token: float) -> tuple:
+    """(decoding slots: rows x steps, least seconds at `bandwidth`) of recorded generate calls, each at its context."""
+    from roofline import decode_limit_seconds
+
+    seconds = [decode_limit_seconds(c["batch"], c["prompt_len"], c["steps"], bandwidth, param_bytes, kv_per_token)
+               for c in calls]  # fmt: skip
+    return sum(c["batch"] * c["steps"] for c in calls), sum(seconds)

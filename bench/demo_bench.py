@@ -26,10 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_DIR / "bench"))
-
-from benchutil import go_offline  # noqa: E402
+from benchutil import REPO_DIR, go_offline
 
 TARGETS = "formatted >= 0.8, 0.1 <= SFT strict <= 0.5, gain >= 0.25, held-out last > first, total <= 600 s"
 

@@ -29,8 +29,6 @@ from pathlib import Path
 
 from benchutil import GSM8K, QWEN_TOKENIZER, REPO_DIR, build_random_model, go_offline
 
-sys.path.insert(0, str(REPO_DIR))
-
 GSM8K_TEST_PROBLEMS = 1319
 REAL_COMPLETION_TOKENS = 200
 SPEED_LINE = re.compile(r"base: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\), after ([\d.]+) s loading")

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_DIR))
-
-from run_metrics import existing_metrics_file, heldout_entries, read_jsonl, step_entries  # noqa: E402
+import benchutil  # noqa: F401  (puts the repo's modules on sys.path)
+from run_metrics import existing_metrics_file, heldout_entries, read_jsonl, step_entries
 
 
 def heldout_cost(run_dir: str | Path) -> dict[str, float]:

@@ -20,7 +20,6 @@ os.environ["GRPO_EVAL_CACHE"] = tempfile.mkdtemp(prefix="grpo-eval-cache-")
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
-sys.path.insert(1, str(REPO / "bench"))  # bench/blog_reward.py: the blog's reward as written, the reference
 
 # NLTK's punkt_tab from ../shared, when there, so word counts are nltk.word_tokenize's own.
 if (SHARED / "nltk_data").is_dir():

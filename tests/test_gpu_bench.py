@@ -1,4 +1,4 @@
-"""bench/gpu_bench.py: the hardware arithmetic by hand, and the CPU toy run end to end."""
+"""bench/gpu_bench.py: the hardware arithmetic (roofline.py, bench/gpu_report.py) by hand, and the CPU toy run."""
 
 import json
 import sys
@@ -9,15 +9,14 @@ from helpers import run_script
 
 sys.path.insert(0, str(REPO / "bench"))
 import gpu_bench
-from gpu_bench import (
-    BenchArguments,
+from gpu_report import TRAIN_PATH, epoch_steps, estimate_epoch, project_seconds
+
+from roofline import (
+    KNOWN_GPUS,
     decode_limit_seconds,
     decode_limit_tokens_per_s,
-    epoch_steps,
-    estimate_epoch,
     find_gpu,
     kv_bytes_per_token,
-    project_seconds,
     training_flops,
 )
 
@@ -98,7 +97,7 @@ def test_epoch_estimate_without_known_limits_is_measured_only():
 def test_every_known_gpu_can_be_found():
     # The first entry whose words all appear wins: an entry listed after a looser one ("A10" before "A10G",
     # "H100" before "H100 PCIE") would never be found.
-    for words, spec in gpu_bench.KNOWN_GPUS:
+    for words, spec in KNOWN_GPUS:
         assert find_gpu(" ".join(words).lower()) is spec, spec.name
 
 
@@ -140,7 +139,7 @@ def test_qwen_shape_has_the_real_parameter_count():
 def test_cpu_defaults_are_toy_sizes_without_shared_files(monkeypatch, tmp_path):
     monkeypatch.setattr(gpu_bench, "DEFAULT_TOKENIZER", tmp_path / "missing")
     monkeypatch.setattr(gpu_bench, "DEFAULT_DATASET", tmp_path / "missing")
-    args = gpu_bench.resolve_args(BenchArguments(), cuda=False)
+    args = gpu_bench.resolve_args(gpu_bench.parse_args([]), cuda=False)
     assert args.toy and args.tokenizer == "tiny" and args.dataset_name == str(SAMPLE_DATA_DIR)
     assert args.batch_sizes == gpu_bench.TOY_BATCH_SIZES and args.max_new_tokens == gpu_bench.TOY_MAX_NEW_TOKENS
 
@@ -148,7 +147,7 @@ def test_cpu_defaults_are_toy_sizes_without_shared_files(monkeypatch, tmp_path):
 def test_gpu_defaults_are_the_real_sizes(monkeypatch, tmp_path):
     (tmp_path / "tok").mkdir()
     monkeypatch.setattr(gpu_bench, "DEFAULT_TOKENIZER", tmp_path / "tok")
-    args = gpu_bench.resolve_args(BenchArguments(), cuda=True)
+    args = gpu_bench.resolve_args(gpu_bench.parse_args([]), cuda=True)
     assert not args.toy and args.tokenizer == str(tmp_path / "tok")
     assert args.batch_sizes == [1, 8, 16, 32, 64] and args.max_new_tokens == 512
 
@@ -156,7 +155,7 @@ def test_gpu_defaults_are_the_real_sizes(monkeypatch, tmp_path):
 def test_gpu_run_without_a_tokenizer_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(gpu_bench, "DEFAULT_TOKENIZER", tmp_path / "missing")
     with pytest.raises(SystemExit) as exit_info:
-        gpu_bench.resolve_args(BenchArguments(), cuda=True)
+        gpu_bench.resolve_args(gpu_bench.parse_args([]), cuda=True)
     assert exit_info.value.code == 2 and "pass --tokenizer" in capsys.readouterr().err
 
 
@@ -173,7 +172,7 @@ def test_toy_run_prints_and_writes_every_figure(tmp_path):
         assert heading in result.stdout, heading
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("epoch estimate (") and "(measured)" in last and "RTX 3090 (projected)" in last
-    assert gpu_bench.TRAIN_PATH in last  # which generation path the estimate is for, said plainly
+    assert TRAIN_PATH in last  # which generation path the estimate is for, said plainly
 
     report = json.loads(output.read_text())
     assert set(report) == {"device", "model", "settings", "eval", "train", "epoch", "headline"}

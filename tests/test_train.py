@@ -388,7 +388,7 @@ def test_a_failing_unsloth_import_is_one_line_naming_the_way_round(tmp_path):
 
 
 def test_grpo_wiring_learns_a_toy_reward():
-    # bench/learning_check.py trains through train.main on a reward a random model can climb.
-    result = run_script("bench/learning_check.py", "--steps", "30", timeout=600)
+    # tests/learning_check.py trains through train.main on a reward a random model can climb.
+    result = run_script("tests/learning_check.py", "--steps", "30", timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "learning check: PASS" in result.stdout

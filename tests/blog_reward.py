@@ -1,8 +1,9 @@
 """The reference blog's reward, written the blog's way, with one fix: completion i is compared with answer[i].
 
-The baseline that tests/test_rewards.py checks rewards.custom_reward_func against and that
-bench/reward_speed.py times: per completion three lazy-regex extractions and two nltk.word_tokenize calls,
-whether or not the tags are there, then the blog's formula and control flow unchanged.
+A test helper: the reference tests/test_rewards.py checks rewards.custom_reward_func against (the speed
+comparison that also used it, bench/reward_speed.py, is in docs/BENCHMARKS.md). Per completion three lazy-regex
+extractions and two nltk.word_tokenize calls, whether or not the tags are there, then the blog's formula and
+control flow unchanged.
 """
 
 import re

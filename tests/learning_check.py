@@ -1,12 +1,15 @@
 """Does our GRPO wiring learn? A toy task whose reward a random tiny model can climb, through train.py.
 
-    python bench/learning_check.py            # CPU, offline, 1-3 minutes; exit 1 when it does not learn
-    python bench/learning_check.py --output_dir outputs/learning-check && python plot.py outputs/learning-check
+    python tests/learning_check.py            # CPU, offline, 1-3 minutes; exit 1 when it does not learn
+    python tests/learning_check.py --output_dir outputs/learning-check && python plot.py outputs/learning-check
+
+A check, not a benchmark: tests/test_train.py runs it (30 steps); it is a script of its own so that a user can
+run it too and plot the run.
 
 The reward is the share of digits among the characters a completion writes: a random model writes a digit
 now and then, so GRPO has a signal from the first step. The run goes through train.main (the same parsing,
 data, backend, trainer and callbacks as `python train.py --smoke`) with this file's reward plugged in as
-`--reward_funcs bench/learning_check.py:digit_share_reward`. Pass: the mean reward of the last 10 steps is at
+`--reward_funcs tests/learning_check.py:digit_share_reward`. Pass: the mean reward of the last 10 steps is at
 least twice that of the first 10.
 """
 
