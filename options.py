@@ -32,6 +32,29 @@ DERIVED = {
     ),
 }
 
+# Options train.py and sft.py both declare, with the same default and help: each script's dataclass places them
+# where its --help lists them, as `lora_r: int = shared_option("lora_r")`.
+SHARED_OPTIONS: dict[str, tuple[Any, str]] = {
+    "dataset_config": ("main", "Hub dataset configuration."),
+    "dataset_train_split": ("train", "Split to train on."),
+    "lora_r": (32, "LoRA rank."),
+    "lora_alpha": (64, "LoRA alpha (scaling = alpha / r)."),
+    "lora_target_modules": (
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Module names that get LoRA adapters.",
+    ),
+    "smoke": (False, "Tiny random model on the shipped samples, CPU, offline."),
+    "resume": (False, "Continue from the newest checkpoint in output_dir."),
+}
+
+
+def shared_option(name: str) -> Any:
+    """The dataclass field of SHARED_OPTIONS[name]; a list default is a fresh copy for each instance."""
+    default, help_text = SHARED_OPTIONS[name]
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
 
 class ConfigError(ValueError):
     """A configuration problem found before any model loads (one-line message, exit code 2)."""

@@ -1,10 +1,12 @@
 """Options shared by train.py and sft.py: short help, and errors that name what the user wrote."""
 
+from dataclasses import fields
+
 import pytest
 
 import train
 from backends import BackendError
-from options import ConfigError
+from options import SHARED_OPTIONS, ConfigError
 
 
 def help_text(capsys, *argv: str) -> str:
@@ -82,3 +84,16 @@ def test_short_help_leaves_out_the_negated_twins_of_true_flags(capsys):
     # HfArgumentParser adds --no_X beside every flag that defaults to true; --X false says the same.
     options = [line.split()[0] for line in help_text(capsys, "--help").splitlines() if line.startswith("  --")]
     assert "--fast_inference" in options and not any(option.startswith("--no_") for option in options)
+
+
+def test_an_option_both_scripts_share_has_its_default_and_help_in_each():
+    import sft
+
+    for script_arguments in (train.ScriptArguments, sft.SFTScriptArguments):
+        declared = {f.name: f for f in fields(script_arguments)}
+        for name, (default, help_text) in SHARED_OPTIONS.items():
+            assert declared[name].metadata == {"help": help_text}
+            assert getattr(script_arguments(), name) == default
+    first, second = train.ScriptArguments(), train.ScriptArguments()
+    first.lora_target_modules.append("lm_head")  # a list default is each instance's own
+    assert second.lora_target_modules == SHARED_OPTIONS["lora_target_modules"][0]

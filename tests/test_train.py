@@ -346,7 +346,7 @@ def test_unsloth_backend_makes_the_blogs_calls(monkeypatch, fast_inference):
 def test_backend_choice(monkeypatch, requested, cuda, unsloth, expected):
     monkeypatch.setattr(backends, "cuda_available", lambda: cuda)
     monkeypatch.setattr(backends, "is_installed", lambda name: unsloth)
-    assert backends.resolve_backend(requested)[0] == expected
+    assert backends.choose_training_backend(requested)[0] == expected
 
 
 def run_with_stand_in_unsloth(tmp_path, unsloth_source: str, code: str, *argv: str) -> subprocess.CompletedProcess:
