@@ -37,19 +37,10 @@ from typing import Any
 
 import data
 import options
+import runs
 from backends import find_model, lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint, make_writable_output_dir
 from options import ConfigError, exit_with, flag_on, given, read_layers, shared_option
-from runs import (
-    exit_on_bad_config,
-    load_tokenizer,
-    main_process_print,
-    resume_metrics,
-    save_run_config,
-    smoke_builds_model,
-    stop_after_training,
-    train_until_stopped,
-)
 from smoke import SMOKE_TRAINING
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -119,7 +110,7 @@ def check_config(script_args: SFTScriptArguments, training_args: Any) -> None:
     """Everything that can be wrong before a model loads (raises ConfigError)."""
     if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
         raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
-    if not smoke_builds_model(script_args):
+    if not runs.smoke_builds_model(script_args):
         problem = find_model(script_args.model_name_or_path)
         if problem:
             raise ConfigError(f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path")
@@ -177,16 +168,16 @@ def load_training_data(script_args: SFTScriptArguments, training_args: Any) -> A
 def main(argv: list[str] | None = None) -> None:
     """Parse, check, load data and model, fine-tune, save; exits 130 after a Ctrl-C (a checkpoint is saved)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    with exit_on_bad_config(PROG):
+    with runs.exit_on_bad_config(PROG):
         script_args, training_args, notes = parse_args(argv)
         check_device(script_args, training_args)
         check_config(script_args, training_args)
         resume_from = find_checkpoint(script_args, training_args)
     for note in notes:
-        main_process_print(note)
+        runs.main_process_print(note)
 
     # Data before the model: a bad dataset fails in seconds.
-    tokenizer = load_tokenizer(PROG, script_args, training_args)
+    tokenizer = runs.load_tokenizer(PROG, script_args, training_args)
     if tokenizer.chat_template is None:
         exit_with(PROG, f"the tokenizer of {script_args.model_name_or_path} has no chat template")
     try:
@@ -194,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     except data.DatasetError as error:
         exit_with(PROG, str(error))
     kept_out = f", less the {script_args.eval_holdout} train.py holds out" if script_args.eval_holdout else ""
-    main_process_print(f"data: {len(train_dataset)} examples from {script_args.dataset_name}{kept_out}")
+    runs.main_process_print(f"data: {len(train_dataset)} examples from {script_args.dataset_name}{kept_out}")
 
     # Model and trainer.
     from trl import SFTTrainer
@@ -202,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     from callbacks import GracefulInterruptCallback, MetricsFileCallback
 
     model, peft_config = load_model(script_args, training_args)
-    save_run_config(script_args, training_args, "hf")
+    runs.save_run_config(script_args, training_args, "hf")
     interrupt = GracefulInterruptCallback()
     trainer = SFTTrainer(
         model=model,
@@ -215,8 +206,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
     if resume_from:
-        resume_metrics(training_args.output_dir, resume_from)
-    train_until_stopped(trainer, resume_from, interrupt, argv, prog=PROG)
+        runs.resume_metrics(training_args.output_dir, resume_from)
+    runs.train_until_stopped(trainer, resume_from, interrupt, argv, prog=PROG)
     output_dir = training_args.output_dir
 
     # Save what evaluate.py scores and what train.py starts GRPO from; a Ctrl-C here says what is written.
@@ -230,9 +221,9 @@ def main(argv: list[str] | None = None) -> None:
             doing = f"writing the merged model to {start_from}"
             save_merged(trainer, tokenizer, Path(start_from))
     except KeyboardInterrupt:
-        stop_after_training(argv, training_args, trainer.state.global_step, doing, written, prog=PROG)
+        runs.stop_after_training(argv, training_args, trainer.state.global_step, doing, written, prog=PROG)
     smoke = " --smoke" if script_args.smoke else ""
-    main_process_print(
+    runs.main_process_print(
         f"\ndone: {trainer.state.global_step} steps. "
         + (f"adapter + tokenizer in {output_dir}, merged model in {start_from}" if script_args.use_peft
            else f"model + tokenizer in {output_dir}")  # fmt: skip

@@ -6,11 +6,11 @@ code paths at toy size, with no download. The shipped GSM8K-format problems live
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from prompts import SYSTEM_PROMPT
+from run_metrics import read_jsonl
 
 REPO_DIR = Path(__file__).resolve().parent
 SAMPLE_DATA_DIR = REPO_DIR / "samples" / "gsm8k"
@@ -61,8 +61,7 @@ TINY_SHAPE = dict(
 def _tokenizer_corpus() -> list[str]:
     texts = [SYSTEM_PROMPT, "<reasoning> </reasoning> <validate> </validate> <answer> </answer> wait but rethink"]
     for path in sorted(SAMPLE_DATA_DIR.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
+        for row in read_jsonl(path)[0]:
             texts += [row["question"], row["answer"]]
     texts.append(" ".join(str(i) for i in range(10)) + " + - * / = $ , . ? ! ( ) %")
     return texts

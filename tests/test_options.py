@@ -61,23 +61,20 @@ def test_batch_size_error_names_the_flag_the_user_gave():
     assert "generation_batch_size (= per_device_train_batch_size x" in message  # the derived quantity explained
 
 
-def test_yaml_errors_name_the_file_and_the_key(tmp_path):
-    misspelt = tmp_path / "misspelt.yaml"
-    misspelt.write_text("learning_rat: 0.5\n")
-    with pytest.raises(ConfigError, match=f"^{misspelt}: unknown key 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"):
-        train.parse_args(["--smoke", "--config", str(misspelt)])
-    bad_value = tmp_path / "bad_value.yaml"
-    bad_value.write_text("learning_rate: fast\n")
-    with pytest.raises(ConfigError, match=f"^{bad_value}: learning_rate: 'fast' is not a valid float"):
-        train.parse_args(["--smoke", "--config", str(bad_value)])
-    bad_choice = tmp_path / "bad_choice.yaml"
-    bad_choice.write_text("backend: tpu\n")
-    with pytest.raises(BackendError, match=f"unknown backend 'tpu'.* \\(backend from {bad_choice}\\)"):
-        train.parse_args(["--smoke", "--config", str(bad_choice)])
-    generations = tmp_path / "generations.yaml"
-    generations.write_text("num_generations: 3\n")
-    with pytest.raises(ConfigError, match=f"num_generations 3 \\({generations}\\)"):
-        train.parse_args(["--smoke", "--config", str(generations)])
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        ("learning_rat: 0.5", ConfigError, "^{file}: unknown key 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"),
+        ("learning_rate: fast", ConfigError, "^{file}: learning_rate: 'fast' is not a valid float"),
+        ("backend: tpu", BackendError, "unknown backend 'tpu'.* \\(backend from {file}\\)"),
+        ("num_generations: 3", ConfigError, "num_generations 3 \\({file}\\)"),
+    ],
+)
+def test_yaml_errors_name_the_file_and_the_key(tmp_path, content, error, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(content + "\n")
+    with pytest.raises(error, match=message.format(file=config)):
+        train.parse_args(["--smoke", "--config", str(config)])
 
 
 def test_short_help_leaves_out_the_negated_twins_of_true_flags(capsys):

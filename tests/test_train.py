@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from helpers import run_script
+from helpers import run_script, smoke_error_line
 
 import backends
 import train
@@ -257,10 +257,7 @@ def test_custom_reward_from_a_file(tmp_path):
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
-    result = run_script("train.py", "--smoke", "--output_dir", tmp_path / "out", *args, timeout=60)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert message in lines[-1], result.stderr[-2000:]
+    smoke_error_line("train.py", tmp_path / "out", *args, message=message)
     assert not (tmp_path / "out" / "base-model").exists()  # failed before building/loading any model
 
 
