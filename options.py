@@ -24,6 +24,7 @@ import yaml
 
 HELP_FLAGS = ("-h", "--help")
 HELP_ALL_FLAG = "--help-all"
+CONFIG_EPILOG = "--config FILE.yaml sets any of these options from a YAML file; flags given here override it."
 # Quantities trl derives from others: its error messages name them, users set the fields on the right.
 DERIVED = {
     "generation_batch_size": (
@@ -126,6 +127,10 @@ class Layers:
             return self.origin[name]
         return "default"
 
+    def flag(self, name: str) -> bool:
+        """A boolean option's value before parsing: as the command line gives it, else as the merged defaults do."""
+        return flag_on(self.cli, name) if given(self.cli, name) else bool(self.config.get(name))
+
     def from_user(self, name: str) -> bool:
         """True when the user chose `name`'s value: a flag or a key of their --config file (not the recipe, a preset)."""
         return given(self.cli, name) or (self.config_file is not None and self.origin.get(name) == self.config_file)
@@ -217,7 +222,7 @@ def parse(
     prog: str,
     description: str,
     curated: tuple[str, ...],
-    epilog: str = "",
+    epilog: str = CONFIG_EPILOG,
 ) -> tuple[Any, ...]:
     """Parse the flags over the layered defaults into the dataclasses; prints help and exits on -h / --help-all.
 

@@ -40,7 +40,7 @@ import options
 import runs
 from backends import find_model, lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint, make_writable_output_dir
-from options import ConfigError, exit_with, flag_on, given, read_layers, shared_option
+from options import ConfigError, exit_with, read_layers, shared_option
 from smoke import SMOKE_TRAINING
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -90,18 +90,13 @@ class SFTScriptArguments:
 def parse_args(argv: list[str]) -> tuple[SFTScriptArguments, Any, list[str]]:
     """Parse (SFTScriptArguments, SFTConfig, notes): recipe < --smoke < --config file < flags."""
     layers = read_layers(argv, RECIPE, presets={"smoke": SMOKE_OVERRIDES})
-    use_cpu = flag_on(layers.cli, "use_cpu") if given(layers.cli, "use_cpu") else bool(layers.config.get("use_cpu"))
-    notes = adapt_to_machine(layers, "hf", use_cpu)
+    notes = adapt_to_machine(layers, "hf", layers.flag("use_cpu"))
 
     from trl import SFTConfig
 
+    description = f"Supervised cold start on GSM8K solutions. Defaults: {RECIPE.relative_to(REPO_DIR)}."
     script_args, training_args = options.parse(
-        (SFTScriptArguments, SFTConfig),
-        layers,
-        prog=PROG,
-        description=f"Supervised cold start on GSM8K solutions. Defaults: {RECIPE.relative_to(REPO_DIR)}.",
-        curated=COMMON_TRAINER_OPTIONS,
-        epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
+        (SFTScriptArguments, SFTConfig), layers, prog=PROG, description=description, curated=COMMON_TRAINER_OPTIONS
     )
     return script_args, training_args, notes
 

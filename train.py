@@ -53,7 +53,7 @@ from checks import (
     find_checkpoint,
 )
 from heldout import hold_out, with_scorers
-from options import ConfigError, exit_with, flag_on, given, read_layers, shared_option
+from options import ConfigError, exit_with, read_layers, shared_option
 from runs import (
     exit_on_bad_config,
     is_main_process,
@@ -184,7 +184,7 @@ def parse_args(argv: list[str]):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--backend", default=layers.config.get("backend", "auto"))
     requested = pre.parse_known_args(layers.cli)[0].backend
-    use_cpu = flag_on(layers.cli, "use_cpu") if given(layers.cli, "use_cpu") else bool(layers.config.get("use_cpu"))
+    use_cpu = layers.flag("use_cpu")
     try:
         backend, reason = choose_training_backend(requested, cpu_only=use_cpu)
     except BackendError as error:
@@ -201,13 +201,9 @@ def parse_args(argv: list[str]):
 
     from trl import GRPOConfig
 
+    description = f"GRPO training on GSM8K. Defaults: {RECIPE.relative_to(REPO_DIR)} (the blog's run)."
     script_args, training_args = options.parse(
-        (ScriptArguments, GRPOConfig),
-        layers,
-        prog=PROG,
-        description=f"GRPO training on GSM8K. Defaults: {RECIPE.relative_to(REPO_DIR)} (the blog's run).",
-        curated=COMMON_TRAINER_OPTIONS,
-        epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
+        (ScriptArguments, GRPOConfig), layers, prog=PROG, description=description, curated=COMMON_TRAINER_OPTIONS
     )
     check_unsloth_settings(layers, backend, script_args.fast_inference, training_args)
     check_vllm_generation(layers, backend, training_args)
