@@ -6,7 +6,7 @@ import pytest
 
 import train
 from backends import BackendError
-from options import SHARED_OPTIONS, ConfigError
+from options import SHARED_OPTIONS, ConfigError, read_layers
 
 
 def help_text(capsys, *argv: str) -> str:
@@ -94,3 +94,14 @@ def test_an_option_both_scripts_share_has_its_default_and_help_in_each():
     first, second = train.ScriptArguments(), train.ScriptArguments()
     first.lora_target_modules.append("lm_head")  # a list default is each instance's own
     assert second.lora_target_modules == SHARED_OPTIONS["lora_target_modules"][0]
+
+
+def test_a_boolean_option_before_parsing_is_the_command_line_s_else_the_defaults(tmp_path):
+    def use_cpu(*argv: str) -> bool:
+        return read_layers(list(argv), train.RECIPE, presets={"smoke": train.SMOKE_OVERRIDES}).flag("use_cpu")
+
+    config = tmp_path / "cpu.yaml"
+    config.write_text("use_cpu: true\n")
+    assert not use_cpu() and use_cpu("--smoke") and use_cpu("--config", str(config))
+    assert not use_cpu("--smoke", "--use_cpu", "false") and not use_cpu("--config", str(config), "--use_cpu=false")
+    assert use_cpu("--use-cpu")
