@@ -149,7 +149,7 @@ def find_model(name: str) -> str | None:
         return f"not found locally nor on the Hugging Face hub ({type(error).__name__})"
 
 
-def resolve_backend(requested: str, cpu_only: bool = False) -> tuple[str, str]:
+def choose_training_backend(requested: str, cpu_only: bool = False) -> tuple[str, str]:
     """Pick the training backend; returns (name, why). Asking for an impossible one is a BackendError."""
     if requested not in BACKENDS:
         raise BackendError(f"unknown backend '{requested}'; choose from: {', '.join(BACKENDS)}")

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from run_metrics import heldout_entries, read_jsonl
+
 REPO_DIR = Path(__file__).resolve().parent
 SFT_RECIPE = REPO_DIR / "recipes" / "miniature-sft.yaml"
 GRPO_RECIPE = REPO_DIR / "recipes" / "miniature-grpo.yaml"
@@ -134,22 +136,17 @@ def run_stage(stage: Stage, command: list[str], env: dict[str, str], verbose: bo
 
 def heldout_curve(run_dir: Path) -> list[tuple[int, float]]:
     """(step, held-out strict accuracy) of each evaluation train.py logged."""
-    from run_metrics import heldout_entries, read_jsonl
-
     entries, _ = read_jsonl(run_dir / "metrics.jsonl")
     return [(int(e["step"]), float(e["eval/strict"])) for e in heldout_entries(entries) if "eval/strict" in e]
 
 
 def strict_by_steps(eval_dir: Path, data_dir: Path) -> dict[str, dict[str, float | int]]:
     """For each model evaluate.py scored: strict accuracy and count of the one-step and the two-step test problems."""
-    steps = {}
-    for line in (data_dir / "test.jsonl").read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            steps[row["question"]] = row["answer"].count("<<")  # one calculator annotation per step
+    # One calculator annotation (<<48/2=24>>) per step of the solution.
+    steps = {row["question"]: row["answer"].count("<<") for row in read_jsonl(data_dir / "test.jsonl")[0]}
     found: dict[str, dict[str, float | int]] = {}
     for label in ("base", "tuned"):
-        records = [json.loads(line) for line in (eval_dir / f"{label}.jsonl").read_text().splitlines() if line.strip()]
+        records = read_jsonl(eval_dir / f"{label}.jsonl")[0]
         found[label] = {}
         for kind, count in (("one_step", 1), ("two_step", 2)):
             scored = [float(r["strict"]) for r in records if steps[r["question"]] == count]

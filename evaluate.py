@@ -9,7 +9,7 @@
     # offline GSM8K copy, first 100 problems, transformers backend
     python evaluate.py --dataset_name path/to/gsm8k/ --limit 100 --backend hf
 
-What it measures, per example and in total (`score_completion`):
+What it measures, per example and in total (`scoring.score_completion`):
     strict     the blog's metric: the text in the first <answer>...</answer> equals the gold answer exactly
                (rewards.is_correct on rewards.extract_xml_answer: the reward's own check)
     numeric    the <answer> text read as a number equals the gold number ("1,450" == "1450", "18.0" == "18")
@@ -27,8 +27,8 @@ base.cache.json (both places) to force a fresh run. A shared cache that cannot b
 
 Every input is checked before a model loads (exit code 2 and one line on stderr): the checkpoint folder, the
 base model (a local folder with config.json, or the Hugging Face hub / its local cache), the dataset and the
-backend. torch, transformers, peft and vllm are imported only inside functions, so `score_completion` imports
-without them.
+backend. torch, transformers, peft and vllm are imported only inside functions, so `import evaluate` loads none
+of them.
 """
 
 from __future__ import annotations
@@ -43,23 +43,11 @@ from backends import ADAPTER_WEIGHTS, count_parameters, cuda_available, find_mod
 from checks import unwritable_folder
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from engine_choice import choose_engine, cpu_time_warning
+from eval_cache import base_cache_key, cached_key, load_cached_base, model_fingerprint, shared_base_cache, store_base
 from generation import Completion, ModelSource, generate_hf
+from run_metrics import write_jsonl
+from scoring import BLOG_STRICT, MEANING, example_record, format_table, summarize
 from vllm_generation import VllmGenerator, cpu_unsupported_reason, vllm_lora_rank
-from prompts import SYSTEM_PROMPT
-from scoring import (  # noqa: F401  (score_completion: evaluate.py's scorer, importable from here too)
-    BLOG_STRICT,
-    MEANING,
-    cached_key,
-    example_record,
-    format_table,
-    load_cached_base,
-    model_fingerprint,
-    score_completion,
-    shared_base_cache,
-    store_base,
-    summarize,
-    write_jsonl,
-)
 
 PROG = "evaluate.py"
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -330,17 +318,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return records
 
     # --- base model: cached by everything that decides its completions ---------------------------------------
-    cache_key = {
-        "base_model": plan.base.model,
-        "base_files": model_fingerprint(plan.base.model),  # a model retrained in place is not the same model
-        "dataset": plan.dataset_name,
-        "split": args.split,
-        "limit": args.limit,
-        "max_new_tokens": plan.max_new_tokens,
-        "system_prompt": SYSTEM_PROMPT,
-        "backend": backend,
-        "device": "cuda" if on_cuda else "cpu",  # bf16 on a GPU, float32 on CPU: not the same greedy text
-    }
+    cache_key = base_cache_key(
+        plan.base.model, plan.dataset_name, args.split, args.limit, plan.max_new_tokens, backend, on_cuda
+    )
     shared_cache = shared_base_cache(cache_key)
     results: dict[str, list[dict[str, Any]]] = {}
     for folder in (plan.output_dir, shared_cache):

@@ -4,7 +4,7 @@ The reward is what GRPO climbs, not what users want: the blog's reward pays up t
 multiplies by 10 for "wait", so it can rise while the answers get no more right. train.py therefore keeps
 `--eval_holdout` training problems aside (`heldout_questions`: the same ones sft.py keeps out of the cold
 start, so neither stage trains on them) and, every `eval_steps`, lets trl's own evaluation loop answer them
-with the training engine (vLLM when in use). The answers are scored here by `evaluate.score_completion`, the
+with the training engine (vLLM when in use). The answers are scored here by `scoring.score_completion`, the
 exact scorer of evaluate.py, through four reward functions of weight 0: they change nothing in training, and
 trl logs them for the held-out set as eval_rewards/<name>/mean, which `heldout_metrics` renames to eval/<name>.
 trl's evaluation samples at the training temperature (it has no greedy mode), so these figures are sampled

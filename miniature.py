@@ -33,6 +33,8 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from run_metrics import read_jsonl
+
 NAMES = (
     "Ava", "Ben", "Mia", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eva", "Tom",
     "Lily", "Noah", "Emma", "Jack", "Ella", "Finn", "Ruby", "Owen", "Nora", "Luke",
@@ -252,7 +254,7 @@ def cold_start_solution(row: dict[str, str], rng: random.Random, skip_share: flo
 def write_cold_start(output_dir: str | Path, data_dir: str | Path, seed: int = 0) -> Path:
     """Write OUT/train.jsonl: DATA_DIR/train.jsonl's problems with the cold-start writer's solutions."""
     rng = random.Random(seed + 2_000_003)
-    rows = [cold_start_solution(row, rng) for row in read_rows(Path(data_dir) / "train.jsonl")]
+    rows = [cold_start_solution(row, rng) for row in read_jsonl(Path(data_dir) / "train.jsonl")[0]]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -285,16 +287,11 @@ def tokenizer_texts(rows: list[dict[str, str]]) -> Iterator[str]:
         yield sft_completion(row["answer"]) or ""
 
 
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a JSONL file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def build_model(output_dir: str | Path, data_dir: str | Path, seed: int = 0, shape: dict | None = None) -> Path:
     """Write a random-weight Qwen2 model and a tokenizer trained on `data_dir/train.jsonl` to `output_dir`."""
     from smoke import build_qwen2_model, build_tiny_tokenizer
 
-    tokenizer = build_tiny_tokenizer(TOKENIZER_VOCAB, tokenizer_texts(read_rows(Path(data_dir) / "train.jsonl")))
+    tokenizer = build_tiny_tokenizer(TOKENIZER_VOCAB, tokenizer_texts(read_jsonl(Path(data_dir) / "train.jsonl")[0]))
     model = build_qwen2_model(tokenizer, shape or MINIATURE_SHAPE, seed=seed)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

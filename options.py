@@ -24,6 +24,7 @@ import yaml
 
 HELP_FLAGS = ("-h", "--help")
 HELP_ALL_FLAG = "--help-all"
+CONFIG_EPILOG = "--config FILE.yaml sets any of these options from a YAML file; flags given here override it."
 # Quantities trl derives from others: its error messages name them, users set the fields on the right.
 DERIVED = {
     "generation_batch_size": (
@@ -31,6 +32,29 @@ DERIVED = {
         ("per_device_train_batch_size", "steps_per_generation", "gradient_accumulation_steps"),
     ),
 }
+
+# Options train.py and sft.py both declare, with the same default and help: each script's dataclass places them
+# where its --help lists them, as `lora_r: int = shared_option("lora_r")`.
+SHARED_OPTIONS: dict[str, tuple[Any, str]] = {
+    "dataset_config": ("main", "Hub dataset configuration."),
+    "dataset_train_split": ("train", "Split to train on."),
+    "lora_r": (32, "LoRA rank."),
+    "lora_alpha": (64, "LoRA alpha (scaling = alpha / r)."),
+    "lora_target_modules": (
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Module names that get LoRA adapters.",
+    ),
+    "smoke": (False, "Tiny random model on the shipped samples, CPU, offline."),
+    "resume": (False, "Continue from the newest checkpoint in output_dir."),
+}
+
+
+def shared_option(name: str) -> Any:
+    """The dataclass field of SHARED_OPTIONS[name]; a list default is a fresh copy for each instance."""
+    default, help_text = SHARED_OPTIONS[name]
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
 
 
 class ConfigError(ValueError):
@@ -102,6 +126,10 @@ class Layers:
         if name in self.origin:
             return self.origin[name]
         return "default"
+
+    def flag(self, name: str) -> bool:
+        """A boolean option's value before parsing: as the command line gives it, else as the merged defaults do."""
+        return flag_on(self.cli, name) if given(self.cli, name) else bool(self.config.get(name))
 
     def from_user(self, name: str) -> bool:
         """True when the user chose `name`'s value: a flag or a key of their --config file (not the recipe, a preset)."""
@@ -194,7 +222,7 @@ def parse(
     prog: str,
     description: str,
     curated: tuple[str, ...],
-    epilog: str = "",
+    epilog: str = CONFIG_EPILOG,
 ) -> tuple[Any, ...]:
     """Parse the flags over the layered defaults into the dataclasses; prints help and exits on -h / --help-all.
 

@@ -34,16 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from plot_eval import EVAL_SUMMARY_FILE, PLOTS_SUBDIR, PlotError, new_figure, plot_eval
-from run_metrics import (  # noqa: F401  (still importable from here)
+from run_metrics import (
     ACCURACY_SCORES,
-    METRICS_FILE,
-    STEP_KEY_PREFIXES,
-    STEP_KEYS,
     auto_smoothing,
     ema,
     existing_metrics_file,
     heldout_entries,
-    is_step_entry,
     load_metrics,
     metrics_path,
     read_jsonl,
@@ -68,10 +64,7 @@ class Style:
     status: str = ""
 
 
-_new_figure = new_figure
-
-
-def _curve(
+def draw_curve(
     ax: Any,
     steps: list[float],
     values: list[float],
@@ -105,7 +98,8 @@ def _curve(
         )
 
 
-def _finish(ax: Any, title: str, ylabel: str, legend: bool = True) -> None:
+def finish_panel(ax: Any, title: str, ylabel: str, legend: bool = True) -> None:
+    """Title, axis labels (whole training steps on x), grid and, when anything is labelled, the legend."""
     from matplotlib.ticker import MaxNLocator
 
     ax.set_title(title)
@@ -143,11 +137,11 @@ def plot_rewards(entries: Sequence[dict[str, Any]], out_dir: Path, style: Style)
     panels = [p for p in panels if series(entries, p[1])[0]]
     if not panels:
         return None
-    fig, axes = _new_figure(len(panels))
+    fig, axes = new_figure(len(panels))
     for index, (ax, (title, mean_key, std_key)) in enumerate(zip(axes, panels)):
         steps, means, stds = _mean_std(entries, mean_key, std_key)
-        _curve(ax, steps, means, "mean over completions", f"C{index}", style, std=stds)
-        _finish(ax, title, "reward (points per completion)")
+        draw_curve(ax, steps, means, "mean over completions", f"C{index}", style, std=stds)
+        finish_panel(ax, title, "reward (points per completion)")
     return _save(fig, style, "rewards", out_dir / "rewards.png")
 
 
@@ -182,22 +176,22 @@ def completion_length_figure(entries: Sequence[dict[str, Any]], style: Style) ->
     clipped = series(entries, "completions/clipped_ratio")
     if not lines and not clipped[0]:
         return None
-    fig, (ax,) = _new_figure(1, panel_size=(9.0, 4.8))
+    fig, (ax,) = new_figure(1, panel_size=(9.0, 4.8))
     for label, steps, values, color, line in lines:
-        _curve(ax, steps, values, label, color, style, **line)
+        draw_curve(ax, steps, values, label, color, style, **line)
     ax.set_ylim(bottom=0)
     handles, labels = ax.get_legend_handles_labels()
     if clipped[0]:
         # A second axis: a fraction next to token counts would be flattened on one scale.
         right = ax.twinx()
         # Thin and dotted: at 100 % it can sit right on the length lines.
-        _curve(right, clipped[0], [100 * v for v in clipped[1]], "clipped at max_completion_length", "C7", style,
-               linewidth=1.2, linestyle=":")  # fmt: skip
+        draw_curve(right, clipped[0], [100 * v for v in clipped[1]], "clipped at max_completion_length", "C7", style,
+                   linewidth=1.2, linestyle=":")  # fmt: skip
         right.set_ylabel("completions clipped (%)")
         right.set_ylim(0, 105)
         handles += right.get_legend_handles_labels()[0]
         labels += right.get_legend_handles_labels()[1]
-    _finish(ax, "", "completion length (tokens)", legend=False)
+    finish_panel(ax, "", "completion length (tokens)", legend=False)
     # Below the axes: inside, it would cover the max-length line that sits at the top.
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small")
     return fig
@@ -223,14 +217,14 @@ def _plot_panels(
     panels = [p for p in panels if series(entries, p[1])[0]]
     if not panels:
         return None
-    fig, axes = _new_figure(len(panels))
+    fig, axes = new_figure(len(panels))
     for index, (ax, (title, key, ylabel)) in enumerate(zip(axes, panels)):
         if smooth:
-            _curve(ax, *series(entries, key), key, f"C{index}", style)
+            draw_curve(ax, *series(entries, key), key, f"C{index}", style)
         else:
             ax.plot(*series(entries, key), color=f"C{index}", linewidth=1.8)
         # One panel: the figure's title already says what it is.
-        _finish(ax, title if len(panels) > 1 else "", ylabel)
+        finish_panel(ax, title if len(panels) > 1 else "", ylabel)
     return _save(fig, style, what, out_dir / filename)
 
 
@@ -263,7 +257,7 @@ def plot_heldout_accuracy(
     drawn = [name for name in ACCURACY_SCORES if series(evaluations, f"eval/{name}")[0]]
     if not drawn:
         return None
-    fig, (ax,) = _new_figure(1, panel_size=(9.0, 4.8))
+    fig, (ax,) = new_figure(1, panel_size=(9.0, 4.8))
     for index, name in enumerate(drawn):
         steps, values = series(evaluations, f"eval/{name}")
         # Offset markers: equal accuracies would otherwise hide each other.
@@ -276,11 +270,11 @@ def plot_heldout_accuracy(
     reward = series(entries, "reward")
     if reward[0]:
         right = ax.twinx()
-        _curve(right, *reward, "training reward (right axis)", "C7", style)
+        draw_curve(right, *reward, "training reward (right axis)", "C7", style)
         right.set_ylabel("reward (points per completion)")
         handles += right.get_legend_handles_labels()[0]
         labels += right.get_legend_handles_labels()[1]
-    _finish(ax, f"held-out problems{how}", "accuracy (share of problems)", legend=False)
+    finish_panel(ax, f"held-out problems{how}", "accuracy (share of problems)", legend=False)
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize="small")
     return _save(fig, style, "held-out accuracy", out_dir / "heldout_accuracy.png")
 

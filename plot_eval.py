@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from run_metrics import ACCURACY_SCORES as EVAL_METRICS
-from run_metrics import _is_number
+from run_metrics import is_number
 
 EVAL_SUMMARY_FILE = "summary.json"
 PLOTS_SUBDIR = "plots"
@@ -68,7 +68,7 @@ def parse_eval_summary(summary: Any) -> list[ModelScores]:
     def number(value: Any) -> float | None:
         if isinstance(value, dict):
             value = value.get("accuracy", value.get("mean"))
-        return float(value) if _is_number(value) and math.isfinite(value) else None
+        return float(value) if is_number(value) and math.isfinite(value) else None
 
     scores = []
     for name, fields in models.items():

@@ -1,6 +1,8 @@
-"""Reading a training run's metrics.jsonl, finished or in progress: pure Python, no matplotlib.
+"""Reading a training run's metrics.jsonl, finished or in progress, and JSON Lines files in general: pure Python.
 
 `load_metrics(run_dir)` gives the training-step entries; plot.py draws them, and callbacks.py writes the file.
+`read_jsonl` and `write_jsonl` are every module's reader and writer of .jsonl files (evaluation records, the
+base-result cache, sample problems).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     return entries, unreadable
 
 
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """One JSON object a line, non-ASCII text kept as is."""
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
 def is_step_entry(entry: dict[str, Any]) -> bool:
     """True for a training step's log entry, False for the final summary and evaluation entries."""
     return any(key in STEP_KEYS or key.startswith(STEP_KEY_PREFIXES) for key in entry)
@@ -57,14 +64,14 @@ def step_entries(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         step = entry.get("step")
         # TRL always logs `step`; the position only stands in for logs written some other way.
-        by_step[step if _is_number(step) else position] = entry
+        by_step[step if is_number(step) else position] = entry
     return [by_step[step] for step in sorted(by_step)]
 
 
 def heldout_entries(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The held-out evaluations (entries with eval/ keys), sorted by step; a step evaluated again keeps its last."""
     by_step = {entry.get("step"): entry for entry in entries if any(k.startswith(HELDOUT_PREFIX) for k in entry)}
-    return [by_step[step] for step in sorted(by_step, key=lambda s: s if _is_number(s) else -1)]
+    return [by_step[step] for step in sorted(by_step, key=lambda s: s if is_number(s) else -1)]
 
 
 def metrics_path(run_dir: str | Path) -> Path:
@@ -91,7 +98,8 @@ def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return step_entries(read_jsonl(existing_metrics_file(run_dir))[0])
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """True for an int or a float (JSON's numbers), False for a bool, a string, None."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -100,9 +108,9 @@ def series(entries: Sequence[dict[str, Any]], key: str) -> tuple[list[float], li
     steps, values = [], []
     for position, entry in enumerate(entries, start=1):
         value = entry.get(key)
-        if _is_number(value):
+        if is_number(value):
             step = entry.get("step")
-            steps.append(float(step) if _is_number(step) else float(position))
+            steps.append(float(step) if is_number(step) else float(position))
             values.append(float(value))
     return steps, values
 

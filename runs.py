@@ -1,8 +1,10 @@
-"""What the training scripts (train.py, sft.py) write and say about a run, on the main process only.
+"""The run both training scripts (train.py, sft.py) make, and what it writes and says, on the main process only.
 
-`run_config.json` holds the resolved configuration; after a Ctrl-C, `stop_interrupted` (during training) and
-`stop_after_training` (during the final evaluation, save or merge) say what is on disk and which command
-continues the run, and exit 130 as a shell does for an interrupted command.
+Both go the same way: `exit_on_bad_config` around the checks (one error line, exit 2, before anything loads),
+`load_tokenizer` (building --smoke's tiny model first), `resume_metrics` when continuing a checkpoint, then
+`train_until_stopped`. `run_config.json` holds the resolved configuration; after a Ctrl-C, `stop_interrupted`
+(during training) and `stop_after_training` (during the final evaluation, save or merge) say what is on disk and
+which command continues the run, and exit 130 as a shell does for an interrupted command.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from options import spellings
+from backends import BackendError
+from options import ConfigError, exit_with, spellings
 
 
 def is_main_process() -> bool:
@@ -26,6 +31,39 @@ def main_process_print(*args: Any) -> None:
     """print() on the main process only (accelerate launch starts several)."""
     if is_main_process():
         print(*args, flush=True)
+
+
+@contextmanager
+def exit_on_bad_config(prog: str) -> Iterator[None]:
+    """Turn a problem the checks raise (ConfigError, BackendError, ValueError) into one error line and exit 2."""
+    try:
+        yield
+    except (ConfigError, BackendError, ValueError) as error:
+        exit_with(prog, str(error))
+
+
+def smoke_builds_model(script_args: Any) -> bool:
+    """--smoke without a model of the user's: the run builds its tiny random model in output_dir."""
+    return script_args.smoke and script_args.model_name_or_path == type(script_args).model_name_or_path
+
+
+def load_tokenizer(prog: str, script_args: Any, training_args: Any) -> Any:
+    """The tokenizer of the model to train, after building --smoke's tiny model (then the model trained).
+
+    A tokenizer that cannot be loaded is one error line and exit 2.
+    """
+    from transformers import AutoTokenizer
+
+    if smoke_builds_model(script_args):
+        from smoke import build_tiny_model
+
+        with training_args.main_process_first(desc="the tiny model"):  # one process builds it, the others load it
+            model_dir = build_tiny_model(Path(training_args.output_dir).resolve() / "base-model")
+        script_args.model_name_or_path = str(model_dir)
+    try:
+        return AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    except OSError as error:
+        exit_with(prog, f"cannot load the tokenizer of {script_args.model_name_or_path}: {str(error).splitlines()[0]}")
 
 
 def save_run_config(script_args: Any, training_args: Any, backend: str) -> None:
@@ -75,6 +113,31 @@ def train_or_restore(trainer: Any, resume_from: str | None) -> None:
             trainer.state = state
             return
     trainer.train(resume_from_checkpoint=resume_from)
+
+
+def resume_metrics(output_dir: str, resume_from: str) -> int:
+    """Before continuing `resume_from`: drop metrics.jsonl's entries past its step (they are logged again), say
+    which checkpoint the run continues, and return that step."""
+    from callbacks import trim_metrics  # callbacks imports this module (and transformers)
+
+    step = int(json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"])
+    trim_metrics(output_dir, step)
+    main_process_print(f"resuming from {resume_from}")
+    return step
+
+
+def train_until_stopped(trainer: Any, resume_from: str | None, interrupt: Any, argv: list[str], prog: str) -> None:
+    """Train (continuing `resume_from`); after a Ctrl-C say where the run stopped and exit 130.
+
+    `interrupt` is the run's GracefulInterruptCallback: its first Ctrl-C ends training with a checkpoint saved;
+    a second one, or one before its handler is in place, stops at once with nothing saved.
+    """
+    try:
+        train_or_restore(trainer, resume_from)
+    except KeyboardInterrupt:
+        stop_interrupted(argv, trainer.args, trainer.state.global_step, saved=False, prog=prog)
+    if interrupt.interrupted:
+        stop_interrupted(argv, trainer.args, trainer.state.global_step, saved=True, prog=prog)
 
 
 def stop_interrupted(argv: list[str], training_args: Any, step: int, saved: bool, prog: str = "train.py") -> None:

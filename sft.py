@@ -30,7 +30,6 @@ metrics.jsonl. --resume continues the newest checkpoint; Ctrl-C saves one and ex
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,34 +37,18 @@ from typing import Any
 
 import data
 import options
-from backends import BackendError, find_model, lora_config
+import runs
+from backends import find_model, lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint, make_writable_output_dir
-from options import ConfigError, exit_with, flag_on, given, read_layers
-from runs import main_process_print, save_run_config, stop_after_training, stop_interrupted, train_or_restore
-from smoke import SAMPLE_DATA_DIR
+from options import ConfigError, exit_with, read_layers, shared_option
+from smoke import SMOKE_TRAINING
 
 REPO_DIR = Path(__file__).resolve().parent
 RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-sft.yaml"
 PROG = "sft.py"
 
 # `--smoke`: the same code path at toy size, offline on CPU (the tiny model is built in output_dir).
-SMOKE_OVERRIDES: dict[str, Any] = dict(
-    output_dir="outputs/smoke-sft",
-    dataset_name=str(SAMPLE_DATA_DIR),
-    max_samples=None,
-    eval_holdout=4,  # train.py --smoke's 4 of the 16 sample problems
-    max_steps=4,
-    per_device_train_batch_size=4,
-    gradient_accumulation_steps=1,
-    lora_r=8,
-    lora_alpha=16,
-    learning_rate=1e-3,
-    warmup_steps=0,
-    logging_steps=1,
-    save_steps=2,
-    use_cpu=True,
-    gradient_checkpointing=False,
-)
+SMOKE_OVERRIDES: dict[str, Any] = dict(SMOKE_TRAINING, output_dir="outputs/smoke-sft", max_samples=None, logging_steps=1)
 # What `--help` lists besides sft.py's own options: the SFTConfig fields a user of this recipe changes.
 COMMON_TRAINER_OPTIONS = (
     "output_dir", "seed", "learning_rate", "num_train_epochs", "max_steps", "warmup_steps", "lr_scheduler_type",
@@ -83,18 +66,15 @@ class SFTScriptArguments:
         default="openai/gsm8k",
         metadata={"help": "Hub dataset, or a local .jsonl/.json/.parquet file or folder (question + answer, or completion)."},
     )
-    dataset_config: str = field(default="main", metadata={"help": "Hub dataset configuration."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_config: str = shared_option("dataset_config")
+    dataset_train_split: str = shared_option("dataset_train_split")
     max_samples: int | None = field(
         default=None, metadata={"help": "Use only this many examples (after shuffling); none: all of them."}
     )
     use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (false: fine-tune every weight)."})
-    lora_r: int = field(default=32, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        metadata={"help": "Module names that get LoRA adapters."},
-    )
+    lora_r: int = shared_option("lora_r")
+    lora_alpha: int = shared_option("lora_alpha")
+    lora_target_modules: list[str] = shared_option("lora_target_modules")
     eval_holdout: int = field(
         default=100,
         metadata={
@@ -103,25 +83,20 @@ class SFTScriptArguments:
             "neither stage trained on. At least train.py's value; 0 = keep none out."
         },
     )
-    smoke: bool = field(default=False, metadata={"help": "Tiny random model on the shipped samples, CPU, offline."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
+    smoke: bool = shared_option("smoke")
+    resume: bool = shared_option("resume")
 
 
 def parse_args(argv: list[str]) -> tuple[SFTScriptArguments, Any, list[str]]:
     """Parse (SFTScriptArguments, SFTConfig, notes): recipe < --smoke < --config file < flags."""
     layers = read_layers(argv, RECIPE, presets={"smoke": SMOKE_OVERRIDES})
-    use_cpu = flag_on(layers.cli, "use_cpu") if given(layers.cli, "use_cpu") else bool(layers.config.get("use_cpu"))
-    notes = adapt_to_machine(layers, "hf", use_cpu)
+    notes = adapt_to_machine(layers, "hf", layers.flag("use_cpu"))
 
     from trl import SFTConfig
 
+    description = f"Supervised cold start on GSM8K solutions. Defaults: {RECIPE.relative_to(REPO_DIR)}."
     script_args, training_args = options.parse(
-        (SFTScriptArguments, SFTConfig),
-        layers,
-        prog=PROG,
-        description=f"Supervised cold start on GSM8K solutions. Defaults: {RECIPE.relative_to(REPO_DIR)}.",
-        curated=COMMON_TRAINER_OPTIONS,
-        epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
+        (SFTScriptArguments, SFTConfig), layers, prog=PROG, description=description, curated=COMMON_TRAINER_OPTIONS
     )
     return script_args, training_args, notes
 
@@ -130,7 +105,7 @@ def check_config(script_args: SFTScriptArguments, training_args: Any) -> None:
     """Everything that can be wrong before a model loads (raises ConfigError)."""
     if data.is_local_source(script_args.dataset_name) and not Path(script_args.dataset_name).expanduser().exists():
         raise ConfigError(f"dataset {script_args.dataset_name}: no such file or folder")
-    if not builds_smoke_model(script_args):
+    if not runs.smoke_builds_model(script_args):
         problem = find_model(script_args.model_name_or_path)
         if problem:
             raise ConfigError(f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path")
@@ -143,10 +118,6 @@ def check_config(script_args: SFTScriptArguments, training_args: Any) -> None:
     if training_args.max_length is not None and training_args.max_length < 1:
         raise ConfigError(f"max_length must be positive, got {training_args.max_length}")
     make_writable_output_dir(Path(training_args.output_dir))
-
-
-def builds_smoke_model(script_args: SFTScriptArguments) -> bool:
-    return script_args.smoke and script_args.model_name_or_path == SFTScriptArguments.model_name_or_path
 
 
 def load_model(script_args: SFTScriptArguments, training_args: Any) -> tuple[Any, Any]:
@@ -192,27 +163,16 @@ def load_training_data(script_args: SFTScriptArguments, training_args: Any) -> A
 def main(argv: list[str] | None = None) -> None:
     """Parse, check, load data and model, fine-tune, save; exits 130 after a Ctrl-C (a checkpoint is saved)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+    with runs.exit_on_bad_config(PROG):
         script_args, training_args, notes = parse_args(argv)
         check_device(script_args, training_args)
         check_config(script_args, training_args)
         resume_from = find_checkpoint(script_args, training_args)
-    except (ConfigError, BackendError, ValueError) as error:
-        exit_with(PROG, str(error))
     for note in notes:
-        main_process_print(note)
+        runs.main_process_print(note)
 
     # Data before the model: a bad dataset fails in seconds.
-    from transformers import AutoTokenizer
-
-    if builds_smoke_model(script_args):
-        from smoke import build_tiny_model
-
-        script_args.model_name_or_path = str(build_tiny_model(Path(training_args.output_dir).resolve() / "base-model"))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
-    except OSError as error:
-        exit_with(PROG, f"cannot load the tokenizer of {script_args.model_name_or_path}: {str(error).splitlines()[0]}")
+    tokenizer = runs.load_tokenizer(PROG, script_args, training_args)
     if tokenizer.chat_template is None:
         exit_with(PROG, f"the tokenizer of {script_args.model_name_or_path} has no chat template")
     try:
@@ -220,15 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     except data.DatasetError as error:
         exit_with(PROG, str(error))
     kept_out = f", less the {script_args.eval_holdout} train.py holds out" if script_args.eval_holdout else ""
-    main_process_print(f"data: {len(train_dataset)} examples from {script_args.dataset_name}{kept_out}")
+    runs.main_process_print(f"data: {len(train_dataset)} examples from {script_args.dataset_name}{kept_out}")
 
     # Model and trainer.
     from trl import SFTTrainer
 
-    from callbacks import GracefulInterruptCallback, MetricsFileCallback, trim_metrics
+    from callbacks import GracefulInterruptCallback, MetricsFileCallback
 
     model, peft_config = load_model(script_args, training_args)
-    save_run_config(script_args, training_args, "hf")
+    runs.save_run_config(script_args, training_args, "hf")
     interrupt = GracefulInterruptCallback()
     trainer = SFTTrainer(
         model=model,
@@ -241,14 +201,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
     if resume_from:
-        trim_metrics(training_args.output_dir, int(json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]))
-        main_process_print(f"resuming from {resume_from}")
-    try:
-        train_or_restore(trainer, resume_from)
-    except KeyboardInterrupt:
-        stop_interrupted(argv, training_args, trainer.state.global_step, saved=False, prog=PROG)
-    if interrupt.interrupted:
-        stop_interrupted(argv, training_args, trainer.state.global_step, saved=True, prog=PROG)
+        runs.resume_metrics(training_args.output_dir, resume_from)
+    runs.train_until_stopped(trainer, resume_from, interrupt, argv, prog=PROG)
     output_dir = training_args.output_dir
 
     # Save what evaluate.py scores and what train.py starts GRPO from; a Ctrl-C here says what is written.
@@ -262,9 +216,9 @@ def main(argv: list[str] | None = None) -> None:
             doing = f"writing the merged model to {start_from}"
             save_merged(trainer, tokenizer, Path(start_from))
     except KeyboardInterrupt:
-        stop_after_training(argv, training_args, trainer.state.global_step, doing, written, prog=PROG)
+        runs.stop_after_training(argv, training_args, trainer.state.global_step, doing, written, prog=PROG)
     smoke = " --smoke" if script_args.smoke else ""
-    main_process_print(
+    runs.main_process_print(
         f"\ndone: {trainer.state.global_step} steps. "
         + (f"adapter + tokenizer in {output_dir}, merged model in {start_from}" if script_args.use_peft
            else f"model + tokenizer in {output_dir}")  # fmt: skip

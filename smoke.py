@@ -6,14 +6,31 @@ code paths at toy size, with no download. The shipped GSM8K-format problems live
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from prompts import SYSTEM_PROMPT
+from run_metrics import read_jsonl
 
 REPO_DIR = Path(__file__).resolve().parent
 SAMPLE_DATA_DIR = REPO_DIR / "samples" / "gsm8k"
+
+# What `--smoke` sets in both train.py and sft.py: the same code path at toy size, offline on CPU, on the
+# shipped problems (the tiny model is built in output_dir). Each script adds its own output_dir and fields.
+SMOKE_TRAINING = dict(
+    dataset_name=str(SAMPLE_DATA_DIR),
+    eval_holdout=4,  # of the 16 sample problems: sft.py keeps out the 4 train.py holds out
+    max_steps=4,
+    per_device_train_batch_size=4,  # train.py: 2 prompts x 2 completions per step
+    gradient_accumulation_steps=1,
+    lora_r=8,
+    lora_alpha=16,
+    learning_rate=1e-3,
+    warmup_steps=0,
+    save_steps=2,
+    use_cpu=True,
+    gradient_checkpointing=False,
+)
 
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
@@ -44,8 +61,7 @@ TINY_SHAPE = dict(
 def _tokenizer_corpus() -> list[str]:
     texts = [SYSTEM_PROMPT, "<reasoning> </reasoning> <validate> </validate> <answer> </answer> wait but rethink"]
     for path in sorted(SAMPLE_DATA_DIR.glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
+        for row in read_jsonl(path)[0]:
             texts += [row["question"], row["answer"]]
     texts.append(" ".join(str(i) for i in range(10)) + " + - * / = $ , . ? ! ( ) %")
     return texts

@@ -30,7 +30,6 @@ written as training goes), completions/ (each logged step's completions) and, wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -42,7 +41,7 @@ import data
 import options
 import rewards
 from attention import GQA_SDPA
-from backends import BACKENDS, BackendError, resolve_backend
+from backends import BACKENDS, BackendError, choose_training_backend
 from checks import (
     adapt_to_machine,
     check_config,
@@ -54,38 +53,31 @@ from checks import (
     find_checkpoint,
 )
 from heldout import hold_out, with_scorers
-from options import ConfigError, exit_with, flag_on, given, read_layers
+from options import ConfigError, exit_with, read_layers, shared_option
 from runs import (
+    exit_on_bad_config,
     is_main_process,
+    load_tokenizer,
     main_process_print,
+    resume_metrics,
     save_run_config,
+    smoke_builds_model,
     stop_after_training,
-    stop_interrupted,
-    train_or_restore,
+    train_until_stopped,
 )
-from smoke import SAMPLE_DATA_DIR
+from smoke import SMOKE_TRAINING
 
 REPO_DIR = Path(__file__).resolve().parent
 RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-grpo.yaml"
+PROG = "train.py"
 
 # `--smoke`: the same code path at toy size, offline on CPU (the tiny model is built in output_dir).
 SMOKE_OVERRIDES: dict[str, Any] = dict(
+    SMOKE_TRAINING,
     output_dir="outputs/smoke",
-    dataset_name=str(SAMPLE_DATA_DIR),
-    max_steps=4,
-    per_device_train_batch_size=4,  # 2 prompts x 2 completions per step
-    gradient_accumulation_steps=1,
     max_completion_length=32,
     max_prompt_length=512,  # the tiny tokenizer spends more tokens on the system prompt than Qwen's
-    lora_r=8,
-    lora_alpha=16,
-    learning_rate=1e-3,
-    warmup_steps=0,
-    save_steps=2,
-    use_cpu=True,
     use_vllm=False,
-    gradient_checkpointing=False,
-    eval_holdout=4,  # of the 16 sample problems
     per_device_eval_batch_size=2,  # 2 batches on one process, 1 on each of 2
     eval_steps=2,
 )
@@ -109,12 +101,9 @@ class ScriptArguments:
             "choices": [GQA_SDPA, "sdpa", "eager", "flash_attention_2"],
         },
     )
-    lora_r: int = field(default=32, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=64, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        metadata={"help": "Module names that get LoRA adapters."},
-    )
+    lora_r: int = shared_option("lora_r")
+    lora_alpha: int = shared_option("lora_alpha")
+    lora_target_modules: list[str] = shared_option("lora_target_modules")
     fast_inference: bool = field(
         default=True,
         metadata={
@@ -132,8 +121,8 @@ class ScriptArguments:
     dataset_name: str = field(
         default="openai/gsm8k", metadata={"help": "Hub dataset, or a local .jsonl/.json/.parquet file or folder."}
     )
-    dataset_config: str = field(default="main", metadata={"help": "Hub dataset configuration."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_config: str = shared_option("dataset_config")
+    dataset_train_split: str = shared_option("dataset_train_split")
     max_samples: int | None = field(default=None, metadata={"help": "Use only this many problems (after shuffling)."})
     max_prompt_length: int = field(default=256, metadata={"help": "Drop prompts longer than this many tokens."})
     reward_funcs: list[str] = field(
@@ -143,8 +132,8 @@ class ScriptArguments:
             "Weights via --reward_weights."
         },
     )
-    smoke: bool = field(default=False, metadata={"help": "Tiny random model on the shipped samples, CPU, offline."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the newest checkpoint in output_dir."})
+    smoke: bool = shared_option("smoke")
+    resume: bool = shared_option("resume")
     save_merged: bool = field(default=False, metadata={"help": "Also write a merged 16-bit model to output_dir/merged."})
     eval_holdout: int = field(
         default=100,
@@ -163,11 +152,6 @@ class ScriptArguments:
     )
 
 
-def smoke_builds_model(script_args: ScriptArguments) -> bool:
-    """--smoke without a model of the user's: the run builds its tiny random model in output_dir."""
-    return script_args.smoke and script_args.model_name_or_path == ScriptArguments.model_name_or_path
-
-
 def clear_smoke_folder(script_args: ScriptArguments, training_args) -> None:
     """--smoke in its own folder (outputs/smoke) is a throwaway check: each one starts that folder afresh."""
     own_folder = Path(training_args.output_dir) == Path(SMOKE_OVERRIDES["output_dir"])
@@ -180,7 +164,7 @@ def clear_smoke_folder(script_args: ScriptArguments, training_args) -> None:
 
 def fail(message: str) -> None:
     """Print one error line and exit with code 2, as argparse does."""
-    exit_with("train.py", message)
+    exit_with(PROG, message)
 
 
 # --- configuration: recipe < --smoke < --config file < command line -----------------------------------------
@@ -200,9 +184,9 @@ def parse_args(argv: list[str]):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--backend", default=layers.config.get("backend", "auto"))
     requested = pre.parse_known_args(layers.cli)[0].backend
-    use_cpu = flag_on(layers.cli, "use_cpu") if given(layers.cli, "use_cpu") else bool(layers.config.get("use_cpu"))
+    use_cpu = layers.flag("use_cpu")
     try:
-        backend, reason = resolve_backend(requested, cpu_only=use_cpu)
+        backend, reason = choose_training_backend(requested, cpu_only=use_cpu)
     except BackendError as error:
         source = layers.where("backend")
         raise BackendError(str(error) if source.endswith("command line") else f"{error} (backend from {source})") from None
@@ -217,13 +201,9 @@ def parse_args(argv: list[str]):
 
     from trl import GRPOConfig
 
+    description = f"GRPO training on GSM8K. Defaults: {RECIPE.relative_to(REPO_DIR)} (the blog's run)."
     script_args, training_args = options.parse(
-        (ScriptArguments, GRPOConfig),
-        layers,
-        prog="train.py",
-        description=f"GRPO training on GSM8K. Defaults: {RECIPE.relative_to(REPO_DIR)} (the blog's run).",
-        curated=COMMON_TRAINER_OPTIONS,
-        epilog="--config FILE.yaml sets any of these options from a YAML file; flags given here override it.",
+        (ScriptArguments, GRPOConfig), layers, prog=PROG, description=description, curated=COMMON_TRAINER_OPTIONS
     )
     check_unsloth_settings(layers, backend, script_args.fast_inference, training_args)
     check_vllm_generation(layers, backend, training_args)
@@ -256,31 +236,18 @@ def load_data(script_args: ScriptArguments, training_args, tokenizer) -> tuple[A
 def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> None:
     """Parse, check, load data and model, train with GRPO, save; `extra_callbacks` join the trainer's (benchmarks)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
+    with exit_on_bad_config(PROG):
         script_args, training_args, backend, notes = parse_args(argv)
         check_device(script_args, training_args)  # first: the hub lookups of the model check can take a while
         check_save_merged(script_args, backend)
         clear_smoke_folder(script_args, training_args)
         reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)
-    except (ConfigError, BackendError, ValueError) as error:
-        fail(str(error))
     for note in notes:
         main_process_print(note)
 
     # Data (and the tokenizer that measures prompts) before the model: a bad dataset fails in seconds.
-    from transformers import AutoTokenizer
-
-    if smoke_builds_model(script_args):
-        from smoke import build_tiny_model
-
-        with training_args.main_process_first(desc="the tiny model"):  # one process builds it, the others load it
-            model_dir = build_tiny_model(Path(training_args.output_dir).resolve() / "base-model")
-        script_args.model_name_or_path = str(model_dir)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
-    except OSError as error:
-        fail(f"cannot load the tokenizer of {script_args.model_name_or_path}: {str(error).splitlines()[0]}")
+    tokenizer = load_tokenizer(PROG, script_args, training_args)
     try:
         train_dataset, heldout, note = load_data(script_args, training_args, tokenizer)
     except (data.DatasetError, ValueError) as error:
@@ -309,7 +276,6 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         HeldOutAccuracyCallback,
         MetricsFileCallback,
         last_heldout_step,
-        trim_metrics,
     )
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
@@ -318,9 +284,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     callbacks = [MetricsFileCallback(training_args.output_dir, interrupt, eval_temperature), interrupt]
     heldout_progress = None
     if resume_from:
-        resume_step = json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]
-        trim_metrics(training_args.output_dir, resume_step)
-        main_process_print(f"resuming from {resume_from}")
+        resume_step = resume_metrics(training_args.output_dir, resume_from)
     if heldout is not None:
         evaluated = last_heldout_step(training_args.output_dir, resume_step) if resume_from else None
         if resume_from and evaluated == resume_step:
@@ -344,12 +308,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
-    try:
-        train_or_restore(trainer, resume_from)
-    except KeyboardInterrupt:
-        stop_interrupted(argv, training_args, trainer.state.global_step, saved=False)
-    if interrupt.interrupted:
-        stop_interrupted(argv, training_args, trainer.state.global_step, saved=True)
+    train_until_stopped(trainer, resume_from, interrupt, argv, prog=PROG)
     output_dir = training_args.output_dir
 
     # Evaluate and save; a Ctrl-C from here on says what is written and how to finish.

@@ -15,6 +15,15 @@ def run_script(script: str, *args: str, timeout: int = 300, env: dict | None = N
     )
 
 
+def smoke_error_line(script: str, output_dir, *args: str, message: str, timeout: int = 60) -> str:
+    """Run `python SCRIPT --smoke --output_dir OUTPUT_DIR ARGS...`, which must exit with code 2 and end its stderr
+    with one error line that contains `message`; returns that line."""
+    result = run_script(script, "--smoke", "--output_dir", output_dir, *args, timeout=timeout)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines and message in lines[-1], result.stderr[-2000:]
+    return lines[-1]
+
+
 # The smallest shape vLLM's CPU attention takes: head size 64 (smoke's tiny model has 16), grouped-query like Qwen.
 VLLM_TINY_SHAPE = dict(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1)
 

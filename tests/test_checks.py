@@ -63,7 +63,9 @@ def unsloth_machine(monkeypatch):
     """A CUDA machine with unsloth (a stand-in module: the real one needs a GPU); returns a vllm switch."""
     installed = {"unsloth", "vllm", "bitsandbytes"}
     monkeypatch.setitem(sys.modules, "unsloth", types.ModuleType("unsloth"))
-    monkeypatch.setattr(train, "resolve_backend", lambda requested, cpu_only=False: ("unsloth", "CUDA GPU and unsloth found"))
+    monkeypatch.setattr(
+        train, "choose_training_backend", lambda requested, cpu_only=False: ("unsloth", "CUDA GPU and unsloth found")
+    )
     monkeypatch.setattr(checks, "cuda_available", lambda: True)
     monkeypatch.setattr(checks, "is_installed", lambda name: name in installed)
     return installed

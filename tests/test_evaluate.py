@@ -1,4 +1,4 @@
-"""evaluate.py: the scorer, base vs checkpoint on a tiny model, the base cache, bad input (vLLM: test_vllm.py)."""
+"""evaluate.py: base vs checkpoint on a tiny model, the base cache, bad input (scorer: test_scoring.py; vLLM: test_vllm.py)."""
 
 import json
 import os
@@ -13,11 +13,11 @@ from helpers import build_wide_tiny_model, write_random_adapter
 import evaluate
 import smoke
 from data import get_gsm8k_questions
-from evaluate import main, score_completion
+from evaluate import main
 from generation import ModelSource, generate_hf, load_tokenizer, prompt_texts, to_completion
+from run_metrics import read_jsonl
 
 SAMPLES = str(smoke.SAMPLE_DATA_DIR)
-FORMATTED = "<reasoning>\n34 + 12 = 46\n</reasoning>\n<validate>\nok\n</validate>\n<answer>\n{}\n</answer>"
 
 
 @pytest.fixture(scope="session")
@@ -36,68 +36,11 @@ def adapter(tiny_model, tmp_path_factory):
     return write_random_adapter(tiny_model, tmp_path_factory.mktemp("adapter") / "checkpoint-1", ["q_proj", "v_proj"], 1.0)
 
 
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The scorer
-
-
-@pytest.mark.parametrize(
-    ("completion", "gold", "expected"),
-    [
-        (FORMATTED.format("46"), "46", {"strict": True, "numeric": True, "flexible": True, "formatted": True}),
-        # GSM8K's thousands commas: not the blog's exact match, but the same number
-        (
-            "<answer>1450000</answer>",
-            "1,450,000",
-            {"strict": False, "numeric": True, "flexible": True, "formatted": False},
-        ),
-        (
-            "<answer>1,450,000</answer>",
-            "1,450,000",
-            {"strict": True, "numeric": True, "flexible": True, "formatted": False},
-        ),
-        ("<answer>-5</answer>", "-5", {"strict": True, "numeric": True, "flexible": True, "formatted": False}),
-        ("<answer>5</answer>", "-5", {"strict": False, "numeric": False, "flexible": False, "formatted": False}),
-        ("<answer> $18.0 </answer>", "18", {"strict": False, "numeric": True, "flexible": True, "formatted": False}),
-        ("<answer>18.</answer>", "18", {"strict": False, "numeric": True, "flexible": True, "formatted": False}),
-        # no <answer>: only the flexible score can find the number
-        ("So she has 72 apples.", "72", {"strict": False, "numeric": False, "flexible": True, "formatted": False}),
-        ("It drops to -5 degrees", "-5", {"strict": False, "numeric": False, "flexible": True, "formatted": False}),
-        # the last number counts, not the first
-        (
-            "<answer>72</answer> wait, 70",
-            "72",
-            {"strict": True, "numeric": True, "flexible": False, "formatted": False},
-        ),
-        # the first <answer> counts, as in the reward
-        (
-            "<answer>3</answer><answer>7</answer>",
-            "7",
-            {"strict": False, "numeric": False, "flexible": True, "formatted": False},
-        ),
-        ("<answer>seven</answer>", "7", {"strict": False, "numeric": False, "flexible": False, "formatted": False}),
-        ("", "7", {"strict": False, "numeric": False, "flexible": False, "formatted": False}),
-    ],
-)
-def test_score_completion(completion, gold, expected):
-    assert score_completion(completion, gold) == expected
-
-
-@pytest.mark.parametrize(
-    ("completion", "formatted"),
-    [
-        ("<reasoning>a</reasoning><validate>b</validate><answer>1</answer>", True),
-        ("<answer>1</answer><reasoning>a</reasoning><validate>b</validate>", False),  # out of order
-        ("<reasoning>a</reasoning><validate>b<answer>1</answer>", False),  # </validate> missing
-        ("<reasoning>a</reasoning><answer>1</answer>", False),  # <validate> missing
-        ("<reasoning>a<validate>b</reasoning></validate><answer>1</answer>", False),  # sections overlap
-    ],
-)
-def test_formatted_needs_all_three_sections_in_order(completion, formatted):
-    assert score_completion(completion, "1")["formatted"] is formatted
+def read_records(path):
+    """evaluate.py's records in a .jsonl file, every line of which must be readable."""
+    records, unreadable = read_jsonl(path)
+    assert unreadable == 0, path
+    return records
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -115,7 +58,7 @@ def test_import_evaluate_does_not_import_torch():
 def test_our_evaluate_shadows_hf_evaluate_without_breaking_transformers_peft_trl():
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "import evaluate; assert callable(evaluate.score_completion), evaluate.__file__\n"
+        "import evaluate; assert evaluate.PROG == 'evaluate.py', evaluate.__file__\n"
         "import transformers, peft, trl\n"
         "from transformers import Trainer\n"
         "from peft import PeftModel\n"
@@ -263,7 +206,7 @@ def test_smoke_run_writes_files_and_prints_the_table(tmp_path, capsys):
     assert row.split()[:2] == ["base", "4"]
     assert "0.0887 -> tuned 0.6528" in meaning
     assert json.loads((tmp_path / "summary.json").read_text())["models"] == summary["models"]
-    records = read_jsonl(tmp_path / "base.jsonl")
+    records = read_records(tmp_path / "base.jsonl")
     assert len(records) == 4 and records[0]["gold"] == "46"
     assert set(records[0]) >= {
         "question",
@@ -304,7 +247,7 @@ def test_adapter_is_scored_next_to_its_base(adapter, tiny_model, tmp_path, capsy
     assert summary["settings"]["base_model"] == str(tiny_model)
     rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:3]]
     assert rows == ["base", "tuned"]
-    base, tuned = read_jsonl(tmp_path / "base.jsonl"), read_jsonl(tmp_path / "tuned.jsonl")
+    base, tuned = read_records(tmp_path / "base.jsonl"), read_records(tmp_path / "tuned.jsonl")
     assert [r["question"] for r in base] == [r["question"] for r in tuned]
     assert [r["completion"] for r in base] != [r["completion"] for r in tuned]  # the adapter was applied
 
@@ -331,7 +274,7 @@ def test_a_second_checkpoint_reuses_the_base_results(adapter, tmp_path, capsys, 
     log = capsys.readouterr().err
     assert "base: reusing 4 cached completions from " + str(tmp_path / "shared") in log
     assert "base: generating" not in log
-    assert read_jsonl(tmp_path / "second" / "base.jsonl") == read_jsonl(tmp_path / "first" / "base.jsonl")
+    assert read_records(tmp_path / "second" / "base.jsonl") == read_records(tmp_path / "first" / "base.jsonl")
     assert summary["models"]["base"]["n"] == 4
 
 
@@ -343,10 +286,10 @@ def test_base_cache_is_invalidated_when_the_settings_change(adapter, tmp_path, c
     assert "base: generating 3 completions" in capsys.readouterr().err
     run_checkpoint(adapter, tmp_path, "--limit", "4")  # back to the first settings: from the shared cache
     assert "base: reusing 4 cached completions" in capsys.readouterr().err
-    assert len(read_jsonl(tmp_path / "base.jsonl")) == 4
+    assert len(read_records(tmp_path / "base.jsonl")) == 4
     run_checkpoint(adapter, tmp_path, "--limit", "3")
     capsys.readouterr()
-    assert len(read_jsonl(tmp_path / "base.jsonl")) == 3
+    assert len(read_records(tmp_path / "base.jsonl")) == 3
     assert json.loads((tmp_path / "base.cache.json").read_text())["limit"] == 3
 
 
@@ -373,7 +316,7 @@ def test_a_base_model_rewritten_in_place_is_generated_again(tiny_model, tmp_path
     assert "base: generating 2 completions" in log and "reusing" not in log
     main([*flags, "--output_dir", str(tmp_path / "third")])  # the new model's results are the ones shared
     assert "base: reusing 2 cached completions from " + str(tmp_path / "shared") in capsys.readouterr().err
-    assert read_jsonl(tmp_path / "third" / "base.jsonl") == read_jsonl(tmp_path / "first" / "base.jsonl")
+    assert read_records(tmp_path / "third" / "base.jsonl") == read_records(tmp_path / "first" / "base.jsonl")
 
 
 @pytest.mark.slow
@@ -386,7 +329,7 @@ def test_a_read_only_home_keeps_the_results_and_warns(tmp_path, capsys, monkeypa
     summary = main(["--smoke", "--limit", "2", "--output_dir", str(tmp_path / "out")])
     log = capsys.readouterr().err
     assert f"warning: cannot write the shared cache {home}/.cache/grpo-home/eval/" in log
-    assert summary["models"]["base"]["n"] == 2 and len(read_jsonl(tmp_path / "out" / "base.jsonl")) == 2
+    assert summary["models"]["base"]["n"] == 2 and len(read_records(tmp_path / "out" / "base.jsonl")) == 2
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["models"] == summary["models"]
     assert (tmp_path / "out" / "base.cache.json").is_file()  # the local cache still works
 
@@ -408,5 +351,5 @@ def test_merged_model_checkpoint_results_default_to_its_eval_folder(tiny_model, 
             "8",
         ]
     )
-    base, tuned = read_jsonl(checkpoint / "eval" / "base.jsonl"), read_jsonl(checkpoint / "eval" / "tuned.jsonl")
+    base, tuned = read_records(checkpoint / "eval" / "base.jsonl"), read_records(checkpoint / "eval" / "tuned.jsonl")
     assert [r["completion"] for r in base] == [r["completion"] for r in tuned]

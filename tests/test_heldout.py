@@ -4,11 +4,11 @@ import json
 
 import pytest
 from conftest import REPO, SHARED
-from helpers import run_script
+from helpers import run_script, smoke_error_line
 
 import heldout
-from evaluate import score_completion
 from run_metrics import heldout_entries
+from scoring import score_completion
 
 GOOD = "<reasoning>\n3+4=7\n</reasoning>\n<validate>\nok\n</validate>\n<answer>\n7\n</answer>"
 
@@ -93,9 +93,7 @@ def test_held_out_problems_are_never_trained_on(tmp_path):
     ],
 )
 def test_bad_holdout_settings_fail_with_one_line(tmp_path, args, message):
-    result = run_script("train.py", "--smoke", "--output_dir", tmp_path / "out", *args, timeout=120)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert message in result.stderr.strip().splitlines()[-1]
+    smoke_error_line("train.py", tmp_path / "out", *args, message=message, timeout=120)
 
 
 def sft_and_grpo_data(tmp_path, sft_argv, train_argv, tokenizer_dir):

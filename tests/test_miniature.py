@@ -10,6 +10,7 @@ from conftest import REPO
 
 import data
 import miniature
+from run_metrics import read_jsonl
 
 ANNOTATION = re.compile(r"<<([^=>]+)=([^>]+)>>")
 
@@ -39,9 +40,9 @@ def test_test_two_step_chains_are_in_no_training_or_cold_start_problem(tmp_path,
     """New names and objects are not new problems: the test's two-step calculations must be new as a pair."""
     folder = miniature.write_dataset(tmp_path / "data", seed=seed, n_train=4000, n_test=200)
     cold = miniature.write_cold_start(tmp_path / "cold", folder, seed=seed)
-    train = miniature.read_rows(folder / "train.jsonl")
-    test = miniature.read_rows(folder / "test.jsonl")
-    cold_rows = miniature.read_rows(cold / "train.jsonl")
+    train = read_jsonl(folder / "train.jsonl")[0]
+    test = read_jsonl(folder / "test.jsonl")[0]
+    cold_rows = read_jsonl(cold / "train.jsonl")[0]
     assert len({row["question"] for row in train}) == 4000 and len({row["question"] for row in test}) == 200
     assert not {row["question"] for row in train} & {row["question"] for row in test}
     # The cold-start set solves the training problems (a prefix of their chains where the writer stops early).
@@ -127,7 +128,7 @@ def test_tiny_model_and_tokenizer_fit_the_problems(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     assert model.config.vocab_size >= len(tokenizer) and tokenizer.eos_token == "<|im_end|>"
-    row = miniature.read_rows(folder / "test.jsonl")[0]
+    row = read_jsonl(folder / "test.jsonl")[0][0]
     messages = build_messages(row["question"]) + [{"role": "assistant", "content": sft_completion(row["answer"])}]
     ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
     # Every word of the prompt and the answer format is one token (the system prompt costs ~60), numbers go
@@ -142,8 +143,8 @@ def test_tiny_model_and_tokenizer_fit_the_problems(tmp_path):
 def test_cold_start_writer_stops_early_in_most_two_step_solutions_and_nowhere_else(tmp_path):
     folder = miniature.write_dataset(tmp_path / "data", seed=0, n_train=1000, n_test=10)
     written = miniature.write_cold_start(tmp_path / "cold", folder, seed=0)
-    true_rows = miniature.read_rows(folder / "train.jsonl")
-    cold_rows = miniature.read_rows(written / "train.jsonl")
+    true_rows = read_jsonl(folder / "train.jsonl")[0]
+    cold_rows = read_jsonl(written / "train.jsonl")[0]
     assert [r["question"] for r in cold_rows] == [r["question"] for r in true_rows]
     two_step = skipped = 0
     for true, cold in zip(true_rows, cold_rows):

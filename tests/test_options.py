@@ -1,10 +1,12 @@
 """Options shared by train.py and sft.py: short help, and errors that name what the user wrote."""
 
+from dataclasses import fields
+
 import pytest
 
 import train
 from backends import BackendError
-from options import ConfigError
+from options import SHARED_OPTIONS, ConfigError, read_layers
 
 
 def help_text(capsys, *argv: str) -> str:
@@ -59,26 +61,47 @@ def test_batch_size_error_names_the_flag_the_user_gave():
     assert "generation_batch_size (= per_device_train_batch_size x" in message  # the derived quantity explained
 
 
-def test_yaml_errors_name_the_file_and_the_key(tmp_path):
-    misspelt = tmp_path / "misspelt.yaml"
-    misspelt.write_text("learning_rat: 0.5\n")
-    with pytest.raises(ConfigError, match=f"^{misspelt}: unknown key 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"):
-        train.parse_args(["--smoke", "--config", str(misspelt)])
-    bad_value = tmp_path / "bad_value.yaml"
-    bad_value.write_text("learning_rate: fast\n")
-    with pytest.raises(ConfigError, match=f"^{bad_value}: learning_rate: 'fast' is not a valid float"):
-        train.parse_args(["--smoke", "--config", str(bad_value)])
-    bad_choice = tmp_path / "bad_choice.yaml"
-    bad_choice.write_text("backend: tpu\n")
-    with pytest.raises(BackendError, match=f"unknown backend 'tpu'.* \\(backend from {bad_choice}\\)"):
-        train.parse_args(["--smoke", "--config", str(bad_choice)])
-    generations = tmp_path / "generations.yaml"
-    generations.write_text("num_generations: 3\n")
-    with pytest.raises(ConfigError, match=f"num_generations 3 \\({generations}\\)"):
-        train.parse_args(["--smoke", "--config", str(generations)])
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        ("learning_rat: 0.5", ConfigError, "^{file}: unknown key 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"),
+        ("learning_rate: fast", ConfigError, "^{file}: learning_rate: 'fast' is not a valid float"),
+        ("backend: tpu", BackendError, "unknown backend 'tpu'.* \\(backend from {file}\\)"),
+        ("num_generations: 3", ConfigError, "num_generations 3 \\({file}\\)"),
+    ],
+)
+def test_yaml_errors_name_the_file_and_the_key(tmp_path, content, error, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(content + "\n")
+    with pytest.raises(error, match=message.format(file=config)):
+        train.parse_args(["--smoke", "--config", str(config)])
 
 
 def test_short_help_leaves_out_the_negated_twins_of_true_flags(capsys):
     # HfArgumentParser adds --no_X beside every flag that defaults to true; --X false says the same.
     options = [line.split()[0] for line in help_text(capsys, "--help").splitlines() if line.startswith("  --")]
     assert "--fast_inference" in options and not any(option.startswith("--no_") for option in options)
+
+
+def test_an_option_both_scripts_share_has_its_default_and_help_in_each():
+    import sft
+
+    for script_arguments in (train.ScriptArguments, sft.SFTScriptArguments):
+        declared = {f.name: f for f in fields(script_arguments)}
+        for name, (default, help_text) in SHARED_OPTIONS.items():
+            assert declared[name].metadata == {"help": help_text}
+            assert getattr(script_arguments(), name) == default
+    first, second = train.ScriptArguments(), train.ScriptArguments()
+    first.lora_target_modules.append("lm_head")  # a list default is each instance's own
+    assert second.lora_target_modules == SHARED_OPTIONS["lora_target_modules"][0]
+
+
+def test_a_boolean_option_before_parsing_is_the_command_line_s_else_the_defaults(tmp_path):
+    def use_cpu(*argv: str) -> bool:
+        return read_layers(list(argv), train.RECIPE, presets={"smoke": train.SMOKE_OVERRIDES}).flag("use_cpu")
+
+    config = tmp_path / "cpu.yaml"
+    config.write_text("use_cpu: true\n")
+    assert not use_cpu() and use_cpu("--smoke") and use_cpu("--config", str(config))
+    assert not use_cpu("--smoke", "--use_cpu", "false") and not use_cpu("--config", str(config), "--use_cpu=false")
+    assert use_cpu("--use-cpu")

@@ -11,6 +11,7 @@ from conftest import REPO
 
 import plot
 import plot_eval
+import run_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REWARD_FUNCS = ("custom_reward_func", "integer_reward")
@@ -117,7 +118,7 @@ def printed_paths(capsys):
 
 
 def test_load_metrics_skips_partial_line_and_summary_and_sorts(tmp_path):
-    entries = plot.load_metrics(write_run(tmp_path / "run"))
+    entries = run_metrics.load_metrics(write_run(tmp_path / "run"))
     assert [e["step"] for e in entries] == list(range(1, 21))
     assert all("train_runtime" not in e for e in entries)
 
@@ -130,20 +131,20 @@ def test_load_metrics_keeps_the_last_entry_of_a_step_logged_twice(tmp_path):
         {"eval_loss": 0.5, "step": 2},
     ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
-    assert [e["loss"] for e in plot.load_metrics(tmp_path)] == [1.0, 3.0]
+    assert [e["loss"] for e in run_metrics.load_metrics(tmp_path)] == [1.0, 3.0]
 
 
 def test_load_metrics_of_a_run_with_nothing_logged_yet_is_empty(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("")
-    assert plot.load_metrics(tmp_path) == []
+    assert run_metrics.load_metrics(tmp_path) == []
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no metrics file"):
-        plot.load_metrics(tmp_path / "empty")
+        run_metrics.load_metrics(tmp_path / "empty")
 
 
 def test_ema_is_debiased_and_skips_nan():
-    assert plot.ema([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])
-    smoothed = plot.ema([1.0, math.nan, 3.0], 0.5)
+    assert run_metrics.ema([4.0, 4.0, 4.0], 0.9) == pytest.approx([4.0, 4.0, 4.0])
+    smoothed = run_metrics.ema([1.0, math.nan, 3.0], 0.5)
     assert smoothed[0] == 1.0 and math.isnan(smoothed[1]) and smoothed[2] == pytest.approx((0.25 + 1.5) / 0.75)
 
 
@@ -238,7 +239,7 @@ def test_command_line_end_to_end(tmp_path):
 def test_only_a_corrupt_complete_line_is_reported(tmp_path):
     good = json.dumps({"loss": 1.0, "step": 1})
     (tmp_path / "metrics.jsonl").write_text(f"{good}\n{{broken\n{good[:10]}")
-    entries, unreadable = plot.read_jsonl(tmp_path / "metrics.jsonl")
+    entries, unreadable = run_metrics.read_jsonl(tmp_path / "metrics.jsonl")
     assert len(entries) == 1 and unreadable == 1  # the unterminated last line is a write in progress
 
 
@@ -251,9 +252,9 @@ def test_held_out_accuracy_is_drawn_next_to_the_reward_and_kept_out_of_the_rewar
                                 "eval/temperature": 0.9, "step": step}) + "\n")  # fmt: skip
         f.write(json.dumps({"rewards/strict/mean": 0.3, "rewards/strict/std": 0.1, "reward": 1.0, "step": 11}) + "\n")
     titles, curves = [], []
-    finish, curve = plot._finish, plot._curve
-    monkeypatch.setattr(plot, "_finish", lambda ax, title, *a, **k: (titles.append(title), finish(ax, title, *a, **k)))
-    monkeypatch.setattr(plot, "_curve", lambda ax, s, v, label, *a, **k: (curves.append(label), curve(ax, s, v, label, *a, **k)))
+    finish, curve = plot.finish_panel, plot.draw_curve
+    monkeypatch.setattr(plot, "finish_panel", lambda ax, title, *a, **k: (titles.append(title), finish(ax, title, *a, **k)))
+    monkeypatch.setattr(plot, "draw_curve", lambda ax, s, v, label, *a, **k: (curves.append(label), curve(ax, s, v, label, *a, **k)))
     written = plot.plot_run(run)
     assert (run / "plots" / "heldout_accuracy.png") in written
     assert (run / "plots" / "heldout_accuracy.png").read_bytes().startswith(PNG_MAGIC)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, SHARED
-from helpers import run_script
+from helpers import run_script, smoke_error_line
 
 import data
-from evaluate import score_completion
+from scoring import score_completion
 
 SOLUTION = (
     "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
@@ -159,10 +159,7 @@ def test_full_fine_tuning_and_resume(tmp_path):
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
-    result = run_script("sft.py", "--smoke", "--output_dir", tmp_path / "out", *args, timeout=60)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert message in lines[-1] and lines[-1].startswith("sft.py: error:"), result.stderr[-2000:]
+    assert smoke_error_line("sft.py", tmp_path / "out", *args, message=message).startswith("sft.py: error:")
     assert not (tmp_path / "out" / "base-model").exists()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from helpers import run_script
+from helpers import run_script, smoke_error_line
 
 import backends
 import train
@@ -257,10 +257,7 @@ def test_custom_reward_from_a_file(tmp_path):
     ],
 )
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
-    result = run_script("train.py", "--smoke", "--output_dir", tmp_path / "out", *args, timeout=60)
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert message in lines[-1], result.stderr[-2000:]
+    smoke_error_line("train.py", tmp_path / "out", *args, message=message)
     assert not (tmp_path / "out" / "base-model").exists()  # failed before building/loading any model
 
 
@@ -346,7 +343,7 @@ def test_unsloth_backend_makes_the_blogs_calls(monkeypatch, fast_inference):
 def test_backend_choice(monkeypatch, requested, cuda, unsloth, expected):
     monkeypatch.setattr(backends, "cuda_available", lambda: cuda)
     monkeypatch.setattr(backends, "is_installed", lambda name: unsloth)
-    assert backends.resolve_backend(requested)[0] == expected
+    assert backends.choose_training_backend(requested)[0] == expected
 
 
 def run_with_stand_in_unsloth(tmp_path, unsloth_source: str, code: str, *argv: str) -> subprocess.CompletedProcess:

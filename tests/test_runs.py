@@ -1,0 +1,43 @@
+"""runs.py: the steps of a run that train.py and sft.py share."""
+
+import json
+
+import pytest
+
+import runs
+import sft
+import train
+from backends import BackendError
+from options import ConfigError
+
+
+@pytest.mark.parametrize("error", [ConfigError("bad flag"), BackendError("bad flag"), ValueError("bad flag")])
+def test_a_bad_configuration_is_one_error_line_and_exit_code_2(error, capsys):
+    with pytest.raises(SystemExit) as exit_info, runs.exit_on_bad_config("sft.py"):
+        raise error
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "sft.py: error: bad flag\n"
+
+
+def test_other_errors_are_not_taken_for_a_bad_configuration():
+    with pytest.raises(OSError, match="disk full"), runs.exit_on_bad_config("train.py"):
+        raise OSError("disk full")
+
+
+@pytest.mark.parametrize("script_arguments", [train.ScriptArguments, sft.SFTScriptArguments])
+def test_only_smoke_with_the_default_model_builds_the_tiny_model(script_arguments):
+    assert runs.smoke_builds_model(script_arguments(smoke=True))
+    assert not runs.smoke_builds_model(script_arguments(smoke=True, model_name_or_path="my/model"))
+    assert not runs.smoke_builds_model(script_arguments())
+
+
+def test_resuming_keeps_the_metrics_up_to_the_checkpoint_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"loss": 1.0, "step": s}) + "\n" for s in (1, 2, 3)))
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    assert runs.resume_metrics(str(tmp_path), str(checkpoint)) == 2
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert capsys.readouterr().out == f"resuming from {checkpoint}\n"
