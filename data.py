@@ -22,6 +22,9 @@ from typing import Any
 
 from prompts import SYSTEM_PROMPT, build_messages
 
+# The few made-up GSM8K-format problems shipped with the repo: --smoke runs and the tests read them.
+SAMPLE_DATA_DIR = Path(__file__).resolve().parent / "samples" / "gsm8k"
+
 DEFAULT_DATASET = "openai/gsm8k"
 DEFAULT_CONFIG = "main"
 DATA_FILE_TYPES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}

@@ -104,7 +104,7 @@ class EvalArguments:
     )
     smoke: bool = field(
         default=False,
-        metadata={"help": "Tiny random model (smoke.build_tiny_model) on samples/gsm8k: offline, CPU, seconds."},
+        metadata={"help": "Tiny random model (tiny_model.build_tiny_model) on samples/gsm8k: offline, CPU, seconds."},
     )
 
 
@@ -213,7 +213,7 @@ def make_plan(args: EvalArguments) -> Plan:
 
     dataset_name = str(args.dataset_name)
     if args.smoke and dataset_name == DEFAULT_DATASET:
-        from smoke import SAMPLE_DATA_DIR
+        from data import SAMPLE_DATA_DIR
 
         dataset_name = str(SAMPLE_DATA_DIR)
     if is_local_source(dataset_name):
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fail(error)
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     if plan.smoke_model_dir is not None:
-        from smoke import build_tiny_model
+        from tiny_model import build_tiny_model
 
         build_tiny_model(plan.smoke_model_dir)
 

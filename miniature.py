@@ -266,7 +266,7 @@ def write_cold_start(output_dir: str | Path, data_dir: str | Path, seed: int = 0
 
 
 # Big enough to learn one- and two-step sums in a few hundred steps, small enough for seconds per step on
-# 2 CPU cores. Qwen2's digit-by-digit pre-tokenizer (smoke.QWEN_SPLIT) makes every number its digits.
+# 2 CPU cores. Qwen2's digit-by-digit pre-tokenizer (tiny_model.QWEN_SPLIT) makes every number its digits.
 MINIATURE_SHAPE = dict(
     hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
     tie_word_embeddings=True, max_position_embeddings=512, initializer_range=0.02,
@@ -289,7 +289,7 @@ def tokenizer_texts(rows: list[dict[str, str]]) -> Iterator[str]:
 
 def build_model(output_dir: str | Path, data_dir: str | Path, seed: int = 0, shape: dict | None = None) -> Path:
     """Write a random-weight Qwen2 model and a tokenizer trained on `data_dir/train.jsonl` to `output_dir`."""
-    from smoke import build_qwen2_model, build_tiny_tokenizer
+    from tiny_model import build_qwen2_model, build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer(TOKENIZER_VOCAB, tokenizer_texts(read_jsonl(Path(data_dir) / "train.jsonl")[0]))
     model = build_qwen2_model(tokenizer, shape or MINIATURE_SHAPE, seed=seed)

@@ -22,6 +22,26 @@ from typing import Any
 
 import yaml
 
+from data import SAMPLE_DATA_DIR
+
+# What `--smoke` sets in both train.py and sft.py: the same code path at toy size, offline on CPU, on the
+# shipped problems (the tiny model is built in output_dir). Each script adds its own output_dir and fields.
+SMOKE_TRAINING = dict(
+    dataset_name=str(SAMPLE_DATA_DIR),
+    eval_holdout=4,  # of the 16 sample problems: sft.py keeps out the 4 train.py holds out
+    max_steps=4,
+    per_device_train_batch_size=4,  # train.py: 2 prompts x 2 completions per step
+    gradient_accumulation_steps=1,
+    lora_r=8,
+    lora_alpha=16,
+    learning_rate=1e-3,
+    warmup_steps=0,
+    save_steps=2,
+    use_cpu=True,
+    gradient_checkpointing=False,
+)
+
+
 HELP_FLAGS = ("-h", "--help")
 HELP_ALL_FLAG = "--help-all"
 CONFIG_EPILOG = "--config FILE.yaml sets any of these options from a YAML file; flags given here override it."

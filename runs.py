@@ -55,7 +55,7 @@ def load_tokenizer(prog: str, script_args: Any, training_args: Any) -> Any:
     from transformers import AutoTokenizer
 
     if smoke_builds_model(script_args):
-        from smoke import build_tiny_model
+        from tiny_model import build_tiny_model
 
         with training_args.main_process_first(desc="the tiny model"):  # one process builds it, the others load it
             model_dir = build_tiny_model(Path(training_args.output_dir).resolve() / "base-model")

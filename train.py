@@ -65,7 +65,7 @@ from runs import (
     stop_after_training,
     train_until_stopped,
 )
-from smoke import SMOKE_TRAINING
+from options import SMOKE_TRAINING
 
 REPO_DIR = Path(__file__).resolve().parent
 RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-grpo.yaml"

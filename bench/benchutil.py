@@ -41,13 +41,13 @@ def build_random_model(folder: Path, shape: dict | None, dtype: Any = None) -> N
 
     logging.disable_progress_bar()
     if shape is None:
-        from smoke import build_tiny_model
+        from tiny_model import build_tiny_model
 
         build_tiny_model(folder)
         return
     from transformers import AutoTokenizer
 
-    from smoke import build_qwen2_model
+    from tiny_model import build_qwen2_model
 
     tokenizer = AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
     build_qwen2_model(tokenizer, shape, dtype=dtype).save_pretrained(folder)

@@ -92,7 +92,7 @@ def main() -> None:
     results: dict = {"machine": machine(), "max_new_tokens": args.max_new_tokens, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="engine-race-") as tmp:
         work = Path(tmp)
-        from smoke import QWEN25_05B_SHAPE
+        from tiny_model import QWEN25_05B_SHAPE
 
         build_random_model(work / "model", QWEN25_05B_SHAPE)
         for prompts in [args.prompts] + ([args.full_prompts] if args.full_prompts else []):

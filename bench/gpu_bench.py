@@ -11,7 +11,7 @@
     # CPU: the same code at toy sizes (tiny model, short completions), as tests/test_gpu_bench.py runs it
     python bench/gpu_bench.py --toy --tokenizer tiny --num_prompts 4 --batch_sizes 1 2 --max_new_tokens 8 --train_steps 1
 
-A random-weight model with Qwen2.5-0.5B-Instruct's exact shape (smoke.QWEN25_05B_SHAPE) costs the same per
+A random-weight model with Qwen2.5-0.5B-Instruct's exact shape (tiny_model.QWEN25_05B_SHAPE) costs the same per
 token as the real one. Random weights rarely stop early, so every completion runs to the token limit: the
 figures are a worst case. What it measures, with the project's own code paths, each held against its limit:
 1. evaluation (gpu_eval.py): generation.generate_with_model, evaluate.py's batched greedy transformers path, on
@@ -46,7 +46,8 @@ from gpu_eval import print_eval, run_eval
 from gpu_report import estimate_epoch, format_bytes, headline, print_epoch
 from gpu_train import TINY_TOKENIZER, print_train, run_train
 from roofline import GB, find_gpu
-from smoke import QWEN25_05B_SHAPE, SAMPLE_DATA_DIR, TINY_SHAPE
+from data import SAMPLE_DATA_DIR
+from tiny_model import QWEN25_05B_SHAPE, TINY_SHAPE
 
 PROG = "gpu_bench.py"
 DEFAULT_TOKENIZER = QWEN_TOKENIZER
@@ -119,7 +120,7 @@ def build_model(args: argparse.Namespace, device: str, folder: Path) -> tuple[An
 
     from attention import register
     from generation import load_tokenizer
-    from smoke import build_qwen2_model, build_tiny_tokenizer
+    from tiny_model import build_qwen2_model, build_tiny_tokenizer
 
     if args.tokenizer == TINY_TOKENIZER:
         tokenizer = build_tiny_tokenizer()
@@ -136,11 +137,11 @@ def build_model(args: argparse.Namespace, device: str, folder: Path) -> tuple[An
         tokenizer.save_pretrained(folder)
     config, costs = model.config, model_costs(model)
     info = {
-        "shape": "toy (smoke.TINY_SHAPE)" if args.toy else "Qwen2.5-0.5B-Instruct (smoke.QWEN25_05B_SHAPE)",
+        "shape": "toy (tiny_model.TINY_SHAPE)" if args.toy else "Qwen2.5-0.5B-Instruct (tiny_model.QWEN25_05B_SHAPE)",
         "parameters": costs["params"], "param_bytes": costs["param_bytes"], "dtype": str(dtype).removeprefix("torch."),
         "layers": config.num_hidden_layers, "kv_heads": config.num_key_value_heads, "head_dim": costs["head_dim"],
         "vocab_size": config.vocab_size, "kv_bytes_per_token": costs["kv_per_token"],
-        "tokenizer": "smoke.build_tiny_tokenizer()" if args.tokenizer == TINY_TOKENIZER else args.tokenizer,
+        "tokenizer": "tiny_model.build_tiny_tokenizer()" if args.tokenizer == TINY_TOKENIZER else args.tokenizer,
         "attention": model.config._attn_implementation,
     }  # fmt: skip
     return model.eval(), load_tokenizer(str(folder)), info

@@ -18,7 +18,7 @@ from gpu_report import format_bytes, percent
 from roofline import training_flops
 
 TOY_GRADIENT_ACCUMULATION = 2  # 2 prompts x 2 completions per toy step (the recipe: 32 prompts)
-TINY_TOKENIZER = "tiny"  # --tokenizer value for smoke.build_tiny_tokenizer()
+TINY_TOKENIZER = "tiny"  # --tokenizer value for tiny_model.build_tiny_tokenizer()
 # train.py's resolved settings the report repeats (from the run's run_config.json)
 SETTINGS = (
     "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length",

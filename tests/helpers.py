@@ -38,14 +38,14 @@ def build_wide_tiny_model(folder, **shape):
     import torch
     from transformers import AutoModelForCausalLM
 
-    import smoke
+    import tiny_model
 
     if shape:
-        tokenizer = smoke.build_tiny_tokenizer()
-        smoke.build_qwen2_model(tokenizer, {**smoke.TINY_SHAPE, **shape}).save_pretrained(folder)
+        tokenizer = tiny_model.build_tiny_tokenizer()
+        tiny_model.build_qwen2_model(tokenizer, {**tiny_model.TINY_SHAPE, **shape}).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     else:
-        folder = smoke.build_tiny_model(folder)
+        folder = tiny_model.build_tiny_model(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():

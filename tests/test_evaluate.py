@@ -11,13 +11,12 @@ from conftest import REPO
 from helpers import build_wide_tiny_model, write_random_adapter
 
 import evaluate
-import smoke
-from data import get_gsm8k_questions
+from data import SAMPLE_DATA_DIR, get_gsm8k_questions
 from evaluate import main
 from generation import ModelSource, generate_hf, load_tokenizer, prompt_texts, to_completion
 from run_metrics import read_jsonl
 
-SAMPLES = str(smoke.SAMPLE_DATA_DIR)
+SAMPLES = str(SAMPLE_DATA_DIR)
 
 
 @pytest.fixture(scope="session")

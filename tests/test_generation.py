@@ -3,8 +3,7 @@
 import pytest
 from helpers import build_wide_tiny_model
 
-import smoke
-from data import get_gsm8k_questions
+from data import SAMPLE_DATA_DIR, get_gsm8k_questions
 from generation import (
     MIN_SHARED_PREFIX,
     ModelSource,
@@ -17,7 +16,7 @@ from generation import (
 )
 from roofline import MAX_BATCH, DeviceLimits, decode_batch_size, ridge_batch
 
-SAMPLES = str(smoke.SAMPLE_DATA_DIR)
+SAMPLES = str(SAMPLE_DATA_DIR)
 CPU = DeviceLimits("cpu, 2 threads", "float32", bandwidth=27.9e9, flops=263e9)  # this project's 2-core VM
 
 

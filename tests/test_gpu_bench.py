@@ -20,7 +20,8 @@ from roofline import (
     training_flops,
 )
 
-from smoke import QWEN25_05B_SHAPE, SAMPLE_DATA_DIR
+from data import SAMPLE_DATA_DIR
+from tiny_model import QWEN25_05B_SHAPE
 
 # Qwen2.5-0.5B: 136,134,656 embedding (tied) + 24 x 14,912,384 per layer + 896 final norm.
 QWEN_PARAMS = 494_032_768
@@ -123,7 +124,7 @@ def test_unknown_gpu_has_no_limits():
 def test_qwen_shape_has_the_real_parameter_count():
     import torch
 
-    from smoke import build_qwen2_model
+    from tiny_model import build_qwen2_model
 
     class Tokenizer:  # what build_qwen2_model reads from a tokenizer
         eos_token_id, pad_token_id = 151645, 151643

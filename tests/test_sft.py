@@ -73,7 +73,7 @@ def test_loss_is_on_the_assistant_tokens_only(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from smoke import build_tiny_model
+    from tiny_model import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "model")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

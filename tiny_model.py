@@ -1,7 +1,7 @@
 """A tiny random-weight Qwen2 model with a home-made ChatML tokenizer, built offline in about a second.
 
 It is what `train.py --smoke`, `evaluate.py --smoke`, the tests and the CPU benchmarks run on: the real
-code paths at toy size, with no download. The shipped GSM8K-format problems live in samples/gsm8k/.
+code paths at toy size, with no download. The shipped GSM8K-format problems live in samples/gsm8k/ (data.SAMPLE_DATA_DIR).
 """
 
 from __future__ import annotations
@@ -10,27 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from prompts import SYSTEM_PROMPT
+from data import SAMPLE_DATA_DIR
 from run_metrics import read_jsonl
-
-REPO_DIR = Path(__file__).resolve().parent
-SAMPLE_DATA_DIR = REPO_DIR / "samples" / "gsm8k"
-
-# What `--smoke` sets in both train.py and sft.py: the same code path at toy size, offline on CPU, on the
-# shipped problems (the tiny model is built in output_dir). Each script adds its own output_dir and fields.
-SMOKE_TRAINING = dict(
-    dataset_name=str(SAMPLE_DATA_DIR),
-    eval_holdout=4,  # of the 16 sample problems: sft.py keeps out the 4 train.py holds out
-    max_steps=4,
-    per_device_train_batch_size=4,  # train.py: 2 prompts x 2 completions per step
-    gradient_accumulation_steps=1,
-    lora_r=8,
-    lora_alpha=16,
-    learning_rate=1e-3,
-    warmup_steps=0,
-    save_steps=2,
-    use_cpu=True,
-    gradient_checkpointing=False,
-)
 
 CHATML_TEMPLATE = (
     "{%- for message in messages %}"
