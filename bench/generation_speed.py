@@ -146,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
+    from data import SAMPLE_DATA_DIR
     from generation import ModelSource, load_hf_model, load_tokenizer, prompt_texts
     from roofline import decode_batch_size, measure_limits
-    from data import SAMPLE_DATA_DIR
-from tiny_model import QWEN25_05B_SHAPE
+    from tiny_model import QWEN25_05B_SHAPE
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()  # the pipeline's notes on its own generation settings
