@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -170,3 +171,12 @@ def stop_after_training(argv: list[str], training_args: Any, step: int, doing: s
         finish = "The trained weights were not kept (no checkpoint): run again into a new --output_dir"
     main_process_print(f"\ninterrupted while {doing}, after training ended at step {step}: {done}; {state}. {finish}")
     raise SystemExit(130)
+
+
+def run_script(prog: str, main: Any) -> None:
+    """A training CLI's entry point: Ctrl-C before training starts has nothing to save, so one line and exit 130."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

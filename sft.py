@@ -40,8 +40,7 @@ import options
 import runs
 from backends import find_model, lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint, make_writable_output_dir
-from options import ConfigError, exit_with, read_layers, shared_option
-from options import SMOKE_TRAINING
+from options import SMOKE_TRAINING, ConfigError, exit_with, read_layers, shared_option
 
 REPO_DIR = Path(__file__).resolve().parent
 RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-sft.yaml"
@@ -229,4 +228,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    runs.run_script("sft.py", main)

@@ -53,19 +53,19 @@ from checks import (
     find_checkpoint,
 )
 from heldout import hold_out, with_scorers
-from options import ConfigError, exit_with, read_layers, shared_option
+from options import SMOKE_TRAINING, ConfigError, exit_with, read_layers, shared_option
 from runs import (
     exit_on_bad_config,
     is_main_process,
     load_tokenizer,
     main_process_print,
     resume_metrics,
+    run_script,
     save_run_config,
     smoke_builds_model,
     stop_after_training,
     train_until_stopped,
 )
-from options import SMOKE_TRAINING
 
 REPO_DIR = Path(__file__).resolve().parent
 RECIPE = REPO_DIR / "recipes" / "qwen2.5-0.5b-gsm8k-grpo.yaml"
@@ -349,8 +349,4 @@ def save_merged_model(trainer, tokenizer, backend: str, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # before training started: nothing to save
-        print("\ntrain.py: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    run_script("train.py", main)

@@ -1,8 +1,11 @@
 """runs.py: the steps of a run that train.py and sft.py share."""
 
 import json
+import subprocess
+import sys
 
 import pytest
+from conftest import REPO
 
 import runs
 import sft
@@ -41,3 +44,18 @@ def test_resuming_keeps_the_metrics_up_to_the_checkpoint_and_says_so(tmp_path, m
     assert runs.resume_metrics(str(tmp_path), str(checkpoint)) == 2
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert capsys.readouterr().out == f"resuming from {checkpoint}\n"
+
+
+@pytest.mark.parametrize("script", ["train.py", "sft.py"])
+def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, script):
+    # Ctrl-C while the data loads, stood in for by the loader raising KeyboardInterrupt: nothing to save yet.
+    stand_in = (
+        "import runpy, sys, data\n"
+        "def interrupted(*args, **kwargs): raise KeyboardInterrupt\n"
+        "data.get_gsm8k_questions = data.get_sft_dataset = data.load_raw_split = interrupted\n"
+        f"sys.argv = [{script!r}, '--smoke', '--output_dir', {str(tmp_path / 'run')!r}]\n"
+        f"runpy.run_path({script!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", stand_in], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == f"{script}: interrupted" and "Traceback" not in result.stderr
