@@ -1,7 +1,7 @@
 """See the recipe raise accuracy on your CPU: cold-start SFT, then GRPO, on a tiny model and small word problems.
 
-    python demo.py                         # the whole recipe, offline on CPU, about 6 minutes on 2 cores
-    python demo.py --quick                 # fewer steps: each stage runs and GRPO still helps (~3 minutes)
+    python demo.py                         # the whole recipe, offline on CPU, about 8.5 minutes on 2 cores
+    python demo.py --quick                 # fewer steps: each stage runs and GRPO still helps (~3.5 minutes)
     python demo.py --seed 1 --output_dir outputs/demo-1
 
 Stages, each through the project's own command line, so what runs here is what runs on a GPU:
