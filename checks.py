@@ -225,6 +225,8 @@ def check_config(script_args, training_args, builds_model: bool = False) -> list
         raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {script_args.gpu_memory_utilization}")
     if script_args.max_samples is not None and script_args.max_samples < 1:
         raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
+    if script_args.lora_r < 1 or script_args.lora_alpha < 1:
+        raise ConfigError("lora_r and lora_alpha must be positive")
     check_heldout_settings(script_args, training_args)
     make_writable_output_dir(Path(training_args.output_dir))
     return reward_funcs
