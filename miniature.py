@@ -27,13 +27,12 @@ The generator is pure Python; torch and transformers are imported only to build 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from run_metrics import read_jsonl
+from run_metrics import read_jsonl, write_jsonl
 
 NAMES = (
     "Ava", "Ben", "Mia", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eva", "Tom",
@@ -237,7 +236,7 @@ def write_dataset(output_dir: str | Path, seed: int = 0, n_train: int = 4000, n_
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for split, rows in make_splits(seed, n_train, n_test).items():
-        (output_dir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        write_jsonl(output_dir / f"{split}.jsonl", rows)
     return output_dir
 
 
@@ -257,7 +256,7 @@ def write_cold_start(output_dir: str | Path, data_dir: str | Path, seed: int = 0
     rows = [cold_start_solution(row, rng) for row in read_jsonl(Path(data_dir) / "train.jsonl")[0]]
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(output_dir / "train.jsonl", rows)
     return output_dir
 
 
