@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_DIR.parent / "shared"
@@ -27,12 +27,6 @@ def go_offline() -> None:
         os.environ[name] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("WANDB_MODE", "disabled")
-
-
-def fail(prog: str, message: str) -> NoReturn:
-    """A usage error: one line on stderr, exit code 2 (argparse's)."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def build_random_model(folder: Path, shape: dict | None, dtype: Any = None) -> None:

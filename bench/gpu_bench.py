@@ -41,12 +41,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchutil import GSM8K, QWEN_TOKENIZER, fail, model_costs, reset_peak_memory
+from benchutil import GSM8K, QWEN_TOKENIZER, model_costs, reset_peak_memory  # first: puts the repo on sys.path
+from data import SAMPLE_DATA_DIR
 from gpu_eval import print_eval, run_eval
 from gpu_report import estimate_epoch, format_bytes, headline, print_epoch
 from gpu_train import TINY_TOKENIZER, print_train, run_train
+from options import exit_with
 from roofline import GB, find_gpu
-from data import SAMPLE_DATA_DIR
 from tiny_model import QWEN25_05B_SHAPE, TINY_SHAPE
 
 PROG = "gpu_bench.py"
@@ -88,13 +89,13 @@ def resolve_args(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
     if args.tokenizer is None:
         args.tokenizer = str(DEFAULT_TOKENIZER) if DEFAULT_TOKENIZER.is_dir() else TINY_TOKENIZER
     if args.tokenizer == TINY_TOKENIZER and not args.toy:
-        fail(PROG, f"no Qwen2.5 tokenizer: pass --tokenizer with its folder ({DEFAULT_TOKENIZER} is missing)")
+        exit_with(PROG, f"no Qwen2.5 tokenizer: pass --tokenizer with its folder ({DEFAULT_TOKENIZER} is missing)")
     if args.tokenizer != TINY_TOKENIZER and not Path(args.tokenizer).is_dir():
-        fail(PROG, f"--tokenizer {args.tokenizer}: no such folder")
+        exit_with(PROG, f"--tokenizer {args.tokenizer}: no such folder")
     if args.dataset_name is None:
         args.dataset_name = str(DEFAULT_DATASET if DEFAULT_DATASET.is_dir() else SAMPLE_DATA_DIR)
     if min(args.batch_sizes) < 1 or args.max_new_tokens < 1 or args.train_steps < 1 or (args.num_prompts or 1) < 1:
-        fail(PROG, "--batch_sizes, --max_new_tokens, --train_steps and --num_prompts must be positive")
+        exit_with(PROG, "--batch_sizes, --max_new_tokens, --train_steps and --num_prompts must be positive")
     return args
 
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     args = parse_args(argv)
     if args.skip_eval and args.skip_train:
-        fail(PROG, "--skip_eval and --skip_train together leave nothing to measure")
+        exit_with(PROG, "--skip_eval and --skip_train together leave nothing to measure")
     device = describe_device(args)
     args = resolve_args(args, device["cuda"])
     transformers.logging.set_verbosity_error()  # trl / transformers notes about the random model's config

@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from benchutil import decode_limit, fail, peak_memory, reset_peak_memory, step_timer, synchronize
+from benchutil import decode_limit, peak_memory, reset_peak_memory, step_timer, synchronize
 from gpu_report import format_bytes, percent
+from options import exit_with
 from roofline import training_flops
 
 TOY_GRADIENT_ACCUMULATION = 2  # 2 prompts x 2 completions per toy step (the recipe: 32 prompts)
@@ -86,7 +87,7 @@ def run_train(args: argparse.Namespace, model_dir: Path, device: dict[str, Any],
     prompts_per_step = per_step * (TOY_GRADIENT_ACCUMULATION if args.toy else config["gradient_accumulation_steps"])
     available = len(load_raw_split(args.dataset_name, "train"))
     if available < prompts_per_step:
-        fail("gpu_bench.py", f"{args.dataset_name}: {available} training problems, one step needs {prompts_per_step}: "
+        exit_with("gpu_bench.py", f"{args.dataset_name}: {available} training problems, one step needs {prompts_per_step}: "
              "pass the full GSM8K")  # fmt: skip
 
     timer = step_timer()
@@ -122,7 +123,7 @@ def run_train(args: argparse.Namespace, model_dir: Path, device: dict[str, Any],
         steps.append(step)
     timed = steps[1:] if len(steps) > 1 else steps  # the first step pays for warm-up
     if not all(s["completions"] for s in timed):
-        fail("gpu_bench.py", "trl's GRPOTrainer._generate_single_turn did not run in every step: trl 1.15 or 1.16?")
+        exit_with("gpu_bench.py", "trl's GRPOTrainer._generate_single_turn did not run in every step: trl 1.15 or 1.16?")
     generation_s = sum(s["generation_s"] for s in timed)
 
     def mean(key: str) -> float | None:
