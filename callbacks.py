@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +11,6 @@ from transformers import TrainerCallback
 
 from heldout import describe, heldout_metrics
 from run_metrics import METRICS_FILE, heldout_entries, read_jsonl
-from runs import is_main_process
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -63,30 +61,6 @@ class HeldOutAccuracyCallback(TrainerCallback):
             from tqdm.auto import tqdm
 
             tqdm.write(describe(found, self.size, state.global_step))  # not into the middle of a progress bar
-
-
-def trim_metrics(output_dir: str | Path, last_step: int) -> None:
-    """Drop metrics logged after `last_step`: a resumed run logs those steps again. Main process only.
-
-    The kept lines go to a file beside it, renamed over the old one: a crash or a full disk mid-write leaves
-    the whole history, never half of it, and the other processes never see a file being rewritten.
-    """
-    path = Path(output_dir) / METRICS_FILE
-    if not is_main_process() or not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_text("".join(line + "\n" for line in kept))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def last_heldout_step(output_dir: str | Path, up_to: int) -> int | None:

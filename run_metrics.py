@@ -1,6 +1,7 @@
 """Reading a training run's metrics.jsonl, finished or in progress, and JSON Lines files in general: pure Python.
 
-`load_metrics(run_dir)` gives the training-step entries; plot.py draws them, and callbacks.py writes the file.
+`load_metrics(run_dir)` gives the training-step entries; plot.py draws them, and callbacks.py writes the file;
+`trim_metrics` cuts it back to a checkpoint's step when a run resumes (runs.py).
 `read_jsonl` and `write_jsonl` are every module's reader and writer of .jsonl files (evaluation records, the
 base-result cache, sample problems).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,31 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """One JSON object a line, non-ASCII text kept as is."""
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def trim_metrics(run_dir: str | Path, last_step: int) -> None:
+    """Drop the metrics logged after `last_step` from RUN_DIR/metrics.jsonl: a resumed run logs those steps again.
+
+    The kept lines go to a file beside it, renamed over the old one: a crash or a full disk mid-write leaves
+    the whole history, never half of it, and other processes never see a file being rewritten. Only one
+    process may call it (runs.resume_metrics calls it on the main one).
+    """
+    path = metrics_path(run_dir)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text("".join(line + "\n" for line in kept))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def is_step_entry(entry: dict[str, Any]) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 from backends import BackendError
 from options import ConfigError, exit_with, spellings
+from run_metrics import trim_metrics
 
 
 def is_main_process() -> bool:
@@ -119,10 +120,9 @@ def train_or_restore(trainer: Any, resume_from: str | None) -> None:
 def resume_metrics(output_dir: str, resume_from: str) -> int:
     """Before continuing `resume_from`: drop metrics.jsonl's entries past its step (they are logged again), say
     which checkpoint the run continues, and return that step."""
-    from callbacks import trim_metrics  # callbacks imports this module (and transformers)
-
     step = int(json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"])
-    trim_metrics(output_dir, step)
+    if is_main_process():  # torchrun starts every rank on the same folder: a second writer would race the first
+        trim_metrics(output_dir, step)
     main_process_print(f"resuming from {resume_from}")
     return step
 

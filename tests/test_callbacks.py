@@ -1,4 +1,4 @@
-"""callbacks.py: the metrics file trimmed for a resumed run, safely, by one process."""
+"""Resuming a run: metrics.jsonl cut back to the checkpoint safely (run_metrics.py) by one process (runs.py); callbacks.py."""
 
 import json
 import pathlib
@@ -6,6 +6,8 @@ import pathlib
 import pytest
 
 import callbacks
+import runs
+from run_metrics import trim_metrics
 
 
 def write_metrics(folder, steps):
@@ -22,7 +24,7 @@ def test_trim_keeps_the_steps_up_to_the_checkpoint(tmp_path, monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     path = write_metrics(tmp_path, [1, 2, 3, 4])
-    callbacks.trim_metrics(tmp_path, 2)
+    trim_metrics(tmp_path, 2)
     assert steps_in(path) == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # nothing left beside it
 
@@ -30,8 +32,11 @@ def test_trim_keeps_the_steps_up_to_the_checkpoint(tmp_path, monkeypatch):
 def test_only_the_main_process_trims(tmp_path, monkeypatch):
     """torchrun starts every rank on the same folder: a second writer would race the first."""
     path = write_metrics(tmp_path, [1, 2, 3, 4])
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
     monkeypatch.setenv("RANK", "1")
-    callbacks.trim_metrics(tmp_path, 2)
+    assert runs.resume_metrics(str(tmp_path), str(checkpoint)) == 2
     assert steps_in(path) == [1, 2, 3, 4]
 
 
@@ -50,7 +55,7 @@ def test_a_crash_while_trimming_keeps_the_whole_history(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pathlib.Path, "write_text", half_then_full_disk)
     with pytest.raises(OSError, match="No space left"):
-        callbacks.trim_metrics(tmp_path, 2)
+        trim_metrics(tmp_path, 2)
     assert writes, "the trim wrote nothing: the crash was not exercised"
     assert steps_in(path) == [1, 2, 3, 4]
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
