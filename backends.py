@@ -243,5 +243,11 @@ def load_hf(script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
 
 def load_model(backend: str, script_args: Any, training_args: Any) -> tuple[Any, Any, Any]:
     """Load (model, tokenizer, peft_config) with the resolved backend."""
+    from generation import stop_token_ids
+
     loader = load_unsloth if backend == "unsloth" else load_hf
-    return loader(script_args, training_args)
+    model, tokenizer, peft_config = loader(script_args, training_args)
+    # trl ends a completion at the tokenizer's eos and the generation_config's ids; a model whose config names
+    # only <|endoftext|> would otherwise sample past the chat template's end of turn (<|im_end|>) and train on it.
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer, model)
+    return model, tokenizer, peft_config

@@ -93,10 +93,33 @@ def load_hf_model(source: ModelSource, attn_implementation: str | None = None) -
     return model.eval()
 
 
-def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
-    """The tokenizer's eos plus the model's generation_config eos ids (Qwen: <|im_end|>, <|endoftext|>), as vLLM stops."""
-    ids = [tokenizer.eos_token_id]
-    configured = model.generation_config.eos_token_id
+# Stands for an answer's text when the chat template is rendered to find what follows an answer.
+TURN_MARKER = "ANSWER-TEXT-7f3a"
+
+
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The special token the chat template closes an assistant turn with (ChatML: <|im_end|>), else None.
+
+    A tokenizer's eos is often another token (Qwen2.5's base model: <|endoftext|>), and a generation_config may
+    list only that one: the turn's end must stop generation all the same.
+    """
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": TURN_MARKER}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # noqa: BLE001 -- no template, or one that refuses this conversation: nothing to add
+        return None
+    if TURN_MARKER not in text:
+        return None
+    ids = tokenizer(text.split(TURN_MARKER, 1)[1], add_special_tokens=False).input_ids
+    added = getattr(tokenizer, "added_tokens_decoder", {})
+    return ids[0] if ids and ids[0] in added and added[ids[0]].special else None
+
+
+def stop_token_ids(tokenizer: Any, model: Any | None = None) -> list[int]:
+    """The ids that end an answer: the tokenizer's eos, the chat template's end of turn and the model's
+    generation_config eos ids (Qwen: <|im_end|>, <|endoftext|>), as vLLM stops."""
+    ids = [tokenizer.eos_token_id, end_of_turn_id(tokenizer)]
+    configured = model.generation_config.eos_token_id if model is not None else None
     ids += configured if isinstance(configured, list) else [configured]
     return list(dict.fromkeys(i for i in ids if i is not None))
 

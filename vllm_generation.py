@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import local_model_folder
-from generation import Completion, ModelSource, free_memory, load_tokenizer, prompt_texts, speed_line
+from generation import Completion, ModelSource, free_memory, load_tokenizer, prompt_texts, speed_line, stop_token_ids
 
 # The LoRA ranks vLLM 0.31 accepts for max_lora_rank; an adapter's r is rounded up to the next one.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -154,9 +154,11 @@ class VllmGenerator:
         from vllm.lora.request import LoRARequest
 
         lora_request = LoRARequest("adapter", 1, source.adapter) if source.adapter else None
-        outputs = llm.chat(
-            messages_list, SamplingParams(temperature=0, max_tokens=self.max_new_tokens), lora_request=lora_request
-        )
+        # The engine stops at its own tokenizer's eos and its model's generation_config ids; an adapter's tokenizer
+        # may end turns with another token (SFT with eos_token <|im_end|>), and a turn's end is an end anyway.
+        stops = stop_token_ids(load_tokenizer(source.tokenizer))
+        sampling = SamplingParams(temperature=0, max_tokens=self.max_new_tokens, stop_token_ids=stops)
+        outputs = llm.chat(messages_list, sampling, lora_request=lora_request)
         completions = [
             Completion(
                 o.outputs[0].text,
