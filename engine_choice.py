@@ -6,14 +6,61 @@ sequences at once, where the transformers path decodes one batch of 32. So `--ba
 engine's time end to end for the evaluation at hand, from figures measured by bench/engine_race.py (Qwen2.5-0.5B's
 shape, float32, 2 cores; docs/BENCHMARKS.md), and takes the faster. The same figures give the warning of a long
 CPU evaluation. Pure Python: nothing here imports torch.
+
+Another model's decode step is taken to cost what it reads: every weight once, and every sequence's KV cache at
+its mean context (the prompt plus half the new tokens), both float32, scaled from the reference's measured step
+at the same number of sequences. Parameters alone miss models whose cache is large for their size. Checked on
+SmolLM2-135M-Instruct (134.5M parameters, 46,080 KV bytes per token against the reference's 24,576), 32 GSM8K
+problems x 128 tokens on 2 cores: predicted 93 tokens/s with transformers and 156 with vLLM, measured 78.7 and
+148.1 (parameters alone: 147 and 246); compute, which the byte count leaves out, is the likely rest. Not
+measured: another shape at 256 sequences, where the reference's step is 7.7x its 32-sequence step for 1.6x the
+bytes (compute-bound), so scaling it by bytes may overstate a large cache's cost; for SmolLM2 on the whole test
+split it makes transformers the faster engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-# Qwen2.5-0.5B-Instruct's parameter count: the model the measured figures are for.
-REFERENCE_PARAMETERS = 494_032_768
+from roofline import kv_bytes_per_token
+from vllm_generation import head_size
+
+# A GSM8K question with the training system prompt, in the chat template, in tokens (about).
+PROMPT_TOKENS = 200
+# New tokens per completion in the measured runs (a random model never stops early).
+REFERENCE_NEW_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a decode step of a model reads: its weights, and its KV cache per token of context (float32 bytes)."""
+
+    parameters: int
+    kv_bytes_per_token: float
+
+    def step_bytes(self, sequences: int, new_tokens: int) -> float:
+        """Bytes one decode step of `sequences` reads, at the mean context of completions of `new_tokens`."""
+        return 4 * self.parameters + sequences * self.kv_bytes_per_token * (PROMPT_TOKENS + new_tokens / 2)
+
+
+# Qwen2.5-0.5B-Instruct: the model the measured figures are for (24 layers, 2 KV heads of size 64).
+REFERENCE = ModelShape(494_032_768, kv_bytes_per_token(24, 2, 64, 4))
+REFERENCE_PARAMETERS = REFERENCE.parameters
+
+
+def model_shape(parameters: int | None, config: dict[str, Any] | None) -> ModelShape:
+    """A model's shape from its parameter count and config.json; the reference's when the count is unknown.
+
+    Without a usable config its KV cache per token is the reference's scaled by parameters.
+    """
+    if not parameters:
+        return REFERENCE
+    if config and {"num_hidden_layers", "hidden_size", "num_attention_heads"} <= config.keys():
+        kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+        kv = kv_bytes_per_token(config["num_hidden_layers"], kv_heads, head_size(config), 4)
+        return ModelShape(parameters, kv)
+    return ModelShape(parameters, REFERENCE.kv_bytes_per_token * parameters / REFERENCE.parameters)
 
 
 @dataclass(frozen=True)
@@ -26,12 +73,13 @@ class EngineSpeed:
     tokens_per_second: dict[int, float]  # decode rate by the number of sequences decoded at once
     concurrency: int  # the most sequences it decodes at once
 
-    def rate(self, sequences: int, parameters: int) -> float:
-        """Tokens per second decoding `sequences` at once (up to its concurrency), for a model of `parameters`.
+    def rate(self, sequences: int, model: ModelShape = REFERENCE, new_tokens: int = REFERENCE_NEW_TOKENS) -> float:
+        """Tokens per second decoding `sequences` at once (up to its concurrency) of `model`'s completions of up to
+        `new_tokens`; the defaults give the measured rates.
 
         Between measured points a decode step's time is interpolated linearly; below the smallest one a step
-        takes as long as there (decoding a small batch is bound by reading the weights once per step). A model's
-        speed is taken as inversely proportional to its size: each token reads every weight once.
+        takes as long as there (decoding a small batch is bound by reading the weights once per step). Another
+        model or length scales the step by the bytes it reads (ModelShape.step_bytes).
         """
         sequences = max(1, min(sequences, self.concurrency))
         points = sorted((c, c / r) for c, r in self.tokens_per_second.items())  # (sequences, seconds per step)
@@ -42,13 +90,15 @@ class EngineSpeed:
             for (c0, s0), (c1, s1) in zip(points, points[1:]):
                 if c0 <= sequences <= c1:
                     step = s0 + (s1 - s0) * (sequences - c0) / (c1 - c0)
-        return sequences / step * REFERENCE_PARAMETERS / parameters
+        step *= model.step_bytes(sequences, new_tokens) / REFERENCE.step_bytes(sequences, REFERENCE_NEW_TOKENS)
+        return sequences / step
 
-    def seconds(self, prompts: int, max_new_tokens: int, starts: int, parameters: int) -> float:
+    def seconds(self, prompts: int, max_new_tokens: int, starts: int, model: ModelShape = REFERENCE) -> float:
         """End-to-end time for `prompts` completions of up to `max_new_tokens` over `starts` model loads."""
-        start = self.fixed_start_seconds + (self.start_seconds - self.fixed_start_seconds) * parameters / REFERENCE_PARAMETERS
+        # Loading scales with the weights; the fixed part is imports and (vLLM) engine processes.
+        start = self.fixed_start_seconds + (self.start_seconds - self.fixed_start_seconds) * model.parameters / REFERENCE.parameters
         per_model = prompts // max(starts, 1)
-        return starts * start + prompts * max_new_tokens / self.rate(per_model, parameters)
+        return starts * start + prompts * max_new_tokens / self.rate(per_model, model, max_new_tokens)
 
 
 # Measured by `python bench/engine_race.py` (docs/BENCHMARKS.md, "Evaluation engines on the CPU"): 2 cores, quiet.
@@ -72,13 +122,14 @@ def choose_engine(
     prompts: int = 0,
     max_new_tokens: int = 512,
     starts: dict[str, int] | None = None,
-    parameters: int | None = None,
+    model: ModelShape | None = None,
 ) -> tuple[str, str]:
     """The generation engine ('vllm' or 'hf') for `requested` ('auto', 'vllm', 'hf'), and why, in a few words.
 
     On the CPU 'auto' compares both engines' estimated time for `prompts` completions of `max_new_tokens` with
     `starts` model loads each ({'hf': 2, 'vllm': 1} for an adapter, which vLLM applies on the base model's engine).
-    `vllm_cpu_problem`: why vLLM's CPU build cannot run this model (its head size), if it cannot.
+    `vllm_cpu_problem`: why vLLM's CPU build cannot run this model (its head size), if it cannot. `model`: its
+    shape (model_shape), when known (else Qwen2.5-0.5B's).
     """
     if requested != "auto":
         return requested, f"--backend {requested}"
@@ -88,10 +139,10 @@ def choose_engine(
         return "vllm", "CUDA GPU"
     if vllm_cpu_problem:
         return "hf", vllm_cpu_problem
-    size = parameters or REFERENCE_PARAMETERS
+    model = model or REFERENCE
     starts = starts or {}
     estimates = {
-        name: engine.seconds(prompts, max_new_tokens, starts.get(name, 1), size) for name, engine in CPU_ENGINES.items()
+        name: engine.seconds(prompts, max_new_tokens, starts.get(name, 1), model) for name, engine in CPU_ENGINES.items()
     }
     engine = min(estimates, key=estimates.get)
     other = "hf" if engine == "vllm" else "vllm"
@@ -99,22 +150,22 @@ def choose_engine(
 
 
 def cpu_time_warning(
-    engine: str, completions: int, max_new_tokens: int, parameters: int | None = None, starts: int = 1
+    engine: str, completions: int, max_new_tokens: int, model: ModelShape | None = None, starts: int = 1
 ) -> str | None:
     """A warning with the time to expect when more than a few hundred completions are to be generated on the CPU.
 
-    `parameters`: the model's size, when known (else that of Qwen2.5-0.5B). None: nothing worth a warning.
+    `model`: its shape (model_shape), when known (else that of Qwen2.5-0.5B). None: nothing worth a warning.
     """
     speed = CPU_ENGINES[engine]
-    size = parameters or REFERENCE_PARAMETERS
-    seconds = speed.seconds(completions, max_new_tokens, starts, size)
+    model = model or REFERENCE
+    seconds = speed.seconds(completions, max_new_tokens, starts, model)
     if completions <= CPU_WARNING_COMPLETIONS or seconds < CPU_WARNING_MINUTES * 60:
         return None
-    rate = speed.rate(completions // max(starts, 1), size)
-    reference = speed.rate(completions // max(starts, 1), REFERENCE_PARAMETERS)
+    rate = speed.rate(completions // max(starts, 1), model, max_new_tokens)
+    reference = speed.rate(completions // max(starts, 1))
     return (
         f"warning: {completions} completions on the CPU with {engine}, up to {max_new_tokens} tokens each: at "
-        f"~{rate:.3g} tokens/s for a {size / 1e9:.2g}B-parameter model (measured: {reference:.3g} tokens/s for 0.5B, "
+        f"~{rate:.3g} tokens/s for a {model.parameters / 1e9:.2g}B-parameter model (measured: {reference:.3g} tokens/s for 0.5B, "
         f"float32, 2 cores) that is up to {seconds / 3600:.1f} hours. A CUDA GPU takes minutes; "
         "--limit N scores only the first N problems."
     )

@@ -42,12 +42,12 @@ from typing import Any, Literal, NoReturn
 from backends import ADAPTER_WEIGHTS, count_parameters, cuda_available, find_model, is_installed, unreadable_weights
 from checks import unwritable_folder
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
-from engine_choice import choose_engine, cpu_time_warning
+from engine_choice import choose_engine, cpu_time_warning, model_shape
 from eval_cache import base_cache_key, cached_key, load_cached_base, model_fingerprint, shared_base_cache, store_base
 from generation import Completion, ModelSource, generate_hf
 from run_metrics import write_jsonl
 from scoring import BLOG_STRICT, MEANING, example_record, format_table, summarize
-from vllm_generation import VllmGenerator, cpu_unsupported_reason, vllm_lora_rank
+from vllm_generation import VllmGenerator, cpu_unsupported_reason, model_config, vllm_lora_rank
 
 PROG = "evaluate.py"
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -289,11 +289,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vllm_problem = None if on_cuda else cpu_unsupported_reason(plan.base.model)
     if args.backend == "vllm" and vllm_problem:
         fail(InputError(f"--backend vllm on the CPU: {vllm_problem}; use --backend hf"))
-    parameters = count_parameters(plan.base.model)
+    shape = model_shape(count_parameters(plan.base.model), model_config(plan.base.model))
     starts = {"hf": len(models), "vllm": len({m.model for m in models})}  # an adapter shares the base's vLLM engine
     backend, why = choose_engine(
         args.backend, on_cuda, is_installed("vllm"), vllm_problem, len(questions) * len(models), plan.max_new_tokens,
-        starts, parameters,
+        starts, shape,
     )  # fmt: skip
     vllm = VllmGenerator(plan.max_new_tokens, plan.lora_rank, on_cuda) if backend == "vllm" else None
     log(
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             break
     pending = (0 if "base" in results else len(questions)) + (len(questions) if plan.tuned is not None else 0)
     loads = (0 if "base" in results else 1) + (1 if plan.tuned is not None else 0)
-    warning = None if on_cuda else cpu_time_warning(backend, pending, plan.max_new_tokens, parameters, loads)
+    warning = None if on_cuda else cpu_time_warning(backend, pending, plan.max_new_tokens, shape, loads)
     if warning:
         log(warning)
     if "base" not in results:

@@ -3,7 +3,17 @@
 import pytest
 
 import engine_choice
-from engine_choice import REFERENCE_PARAMETERS, EngineSpeed, choose_engine, cpu_time_warning
+from engine_choice import (
+    REFERENCE,
+    REFERENCE_PARAMETERS,
+    TRANSFORMERS_CPU,
+    VLLM_CPU,
+    EngineSpeed,
+    ModelShape,
+    choose_engine,
+    cpu_time_warning,
+    model_shape,
+)
 from evaluate import main
 
 # A stand-in pair shaped like the CPU's: vLLM starts 30 s later but decodes 256 sequences at once.
@@ -36,28 +46,67 @@ def test_the_cpu_takes_the_engine_that_finishes_first(cpu_engines):
     assert engine == "hf" and why.startswith("faster on the CPU here: ~") and why.endswith("with vllm")
     assert choose_engine("auto", False, True, prompts=1319, max_new_tokens=200)[0] == "vllm"
     # Base and adapter are two transformers loads but one vLLM engine: the estimate counts each engine's starts.
-    assert QUICK_START.seconds(64, 8, 2, REFERENCE_PARAMETERS) - QUICK_START.seconds(64, 8, 1, REFERENCE_PARAMETERS) > 0
+    assert QUICK_START.seconds(64, 8, 2, REFERENCE) - QUICK_START.seconds(64, 8, 1, REFERENCE) > 0
 
 
 def test_the_decode_rate_follows_the_measured_points():
-    assert WIDE_DECODE.rate(32, REFERENCE_PARAMETERS) == pytest.approx(40.0)
-    assert WIDE_DECODE.rate(256, REFERENCE_PARAMETERS) == pytest.approx(120.0)
-    assert WIDE_DECODE.rate(10_000, REFERENCE_PARAMETERS) == pytest.approx(120.0)  # at most 256 at once
-    assert WIDE_DECODE.rate(8, REFERENCE_PARAMETERS) == pytest.approx(10.0)  # a step costs the same below 32
-    assert 40.0 < WIDE_DECODE.rate(144, REFERENCE_PARAMETERS) < 120.0
-    assert WIDE_DECODE.rate(256, 2 * REFERENCE_PARAMETERS) == pytest.approx(60.0)  # twice the weights to read
+    assert WIDE_DECODE.rate(32) == pytest.approx(40.0)
+    assert WIDE_DECODE.rate(256) == pytest.approx(120.0)
+    assert WIDE_DECODE.rate(10_000) == pytest.approx(120.0)  # at most 256 at once
+    assert WIDE_DECODE.rate(8) == pytest.approx(10.0)  # a step costs the same below 32
+    assert 40.0 < WIDE_DECODE.rate(144) < 120.0
+    # Twice the weights, the same cache: the step takes as much longer as it reads more.
+    double = ModelShape(2 * REFERENCE_PARAMETERS, REFERENCE.kv_bytes_per_token)
+    weights, context = 4 * REFERENCE_PARAMETERS, 256 * REFERENCE.kv_bytes_per_token * (200 + 64 / 2)
+    assert WIDE_DECODE.rate(256, double) == pytest.approx(120.0 * (weights + context) / (2 * weights + context))
+    # Longer completions: a longer mean context to read at every step.
+    assert WIDE_DECODE.rate(256, REFERENCE, 512) < WIDE_DECODE.rate(256, REFERENCE, 64)
+
+
+def test_the_reference_model_reproduces_the_measured_rates():
+    qwen = {"num_hidden_layers": 24, "hidden_size": 896, "num_attention_heads": 14, "num_key_value_heads": 2}
+    assert model_shape(REFERENCE_PARAMETERS, qwen) == REFERENCE
+    assert TRANSFORMERS_CPU.rate(32, REFERENCE, 64) == pytest.approx(40.0)
+    assert VLLM_CPU.rate(32, REFERENCE, 64) == pytest.approx(67.1)
+    assert VLLM_CPU.rate(256, REFERENCE, 64) == pytest.approx(69.6)
+
+
+SMOLLM2 = {"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3}
+
+
+def test_a_model_with_a_large_kv_cache_for_its_size_is_estimated_from_the_bytes_a_step_reads():
+    # SmolLM2-135M: 3.7x fewer weights than the reference but 1.9x its KV cache per token. Measured with
+    # evaluate.py on 32 GSM8K problems x 128 tokens, 2 cores: 78.7 tokens/s (transformers), 148.1 (vLLM).
+    smol = model_shape(134_515_008, SMOLLM2)
+    assert smol.kv_bytes_per_token == 46_080
+    by_parameters = ModelShape(smol.parameters, REFERENCE.kv_bytes_per_token * smol.parameters / REFERENCE_PARAMETERS)
+    for engine, measured in ((TRANSFORMERS_CPU, 78.7), (VLLM_CPU, 148.1)):
+        estimate = engine.rate(32, smol, 128)
+        assert estimate < engine.rate(32, by_parameters, 128)
+        assert engine.rate(32, by_parameters, 128) > 1.35 * measured  # parameters alone: far off
+        assert abs(estimate - measured) < 0.35 * measured
+
+
+def test_a_model_shape_without_a_config_scales_the_reference_cache_by_parameters():
+    assert model_shape(None, SMOLLM2) == REFERENCE
+    half = model_shape(REFERENCE_PARAMETERS // 2, None)
+    assert half.kv_bytes_per_token == pytest.approx(REFERENCE.kv_bytes_per_token / 2)
+    assert model_shape(REFERENCE_PARAMETERS // 2, {"model_type": "x"}) == half
+    assert VLLM_CPU.rate(32, half) == pytest.approx(2 * 67.1)
 
 
 def test_a_long_cpu_evaluation_warns_with_the_time_to_expect(cpu_engines):
     assert cpu_time_warning("hf", 300, 512) is None  # a few hundred completions: no warning
-    warning = cpu_time_warning("hf", 2 * 1319, 512, REFERENCE_PARAMETERS, starts=2)
-    hours = (2 * 10 + 2 * 1319 * 512 / 40.0) / 3600
+    warning = cpu_time_warning("hf", 2 * 1319, 512, REFERENCE, starts=2)
+    rate = QUICK_START.rate(32, REFERENCE, 512)
+    hours = (2 * 10 + 2 * 1319 * 512 / rate) / 3600
     assert "2638 completions on the CPU with hf, up to 512 tokens each" in warning
     assert f"up to {hours:.1f} hours" in warning and "--limit N" in warning
-    larger = cpu_time_warning("hf", 2 * 1319, 512, 2 * REFERENCE_PARAMETERS, starts=2)
-    assert "at ~20 tokens/s for a 0.99B-parameter model" in larger
-    assert "with vllm" in cpu_time_warning("vllm", 2 * 1319, 512, REFERENCE_PARAMETERS)
-    assert cpu_time_warning("hf", 2 * 1319, 512, 1_000_000, starts=2) is None  # a tiny model is quick
+    assert f"at ~{rate:.3g} tokens/s for a 0.49B-parameter model (measured: 40 tokens/s for 0.5B" in warning
+    larger = cpu_time_warning("hf", 2 * 1319, 512, model_shape(2 * REFERENCE_PARAMETERS, None), starts=2)
+    assert f"at ~{rate / 2:.3g} tokens/s for a 0.99B-parameter model" in larger
+    assert "with vllm" in cpu_time_warning("vllm", 2 * 1319, 512, REFERENCE)
+    assert cpu_time_warning("hf", 2 * 1319, 512, model_shape(1_000_000, None), starts=2) is None  # a tiny model is quick
 
 
 @pytest.mark.slow
