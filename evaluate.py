@@ -44,6 +44,7 @@ from checks import unwritable_folder
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from engine_choice import choose_engine, cpu_time_warning, model_shape
 from eval_cache import base_cache_key, cached_key, load_cached_base, model_fingerprint, shared_base_cache, store_base
+from lineage import family_mismatch, trained_from
 from generation import Completion, ModelSource, generate_hf
 from run_metrics import write_jsonl
 from scoring import BLOG_STRICT, MEANING, example_record, format_table, summarize
@@ -68,8 +69,8 @@ class EvalArguments:
     base_model: str | None = field(
         default=None,
         metadata={
-            "help": f"Base model, hub name or folder. Default: an adapter's base_model_name_or_path, "
-            f"else {DEFAULT_BASE_MODEL}."
+            "help": f"Base model, hub name or folder. Default: an adapter's base_model_name_or_path, the model a "
+            f"full checkpoint's run started from (run_config.json), else {DEFAULT_BASE_MODEL}."
         },
     )
     dataset_name: str = field(
@@ -178,6 +179,8 @@ def make_plan(args: EvalArguments) -> Plan:
 
     smoke_model_dir = None
     base = args.base_model or (adapter_config or {}).get("base_model_name_or_path")
+    if not base and checkpoint and adapter_config is None:
+        base = trained_from(checkpoint)  # a full model from train.py or sft.py: the model its run started from
     if not base and args.smoke:
         smoke_model_dir = (output_dir / "tiny-model").resolve()
         base = str(smoke_model_dir)
@@ -185,9 +188,9 @@ def make_plan(args: EvalArguments) -> Plan:
     if smoke_model_dir is None:
         problem = find_model(base)
         if problem:
-            from_adapter = adapter_config is not None and not args.base_model
-            whose = f"(base_model_name_or_path of adapter {args.checkpoint}) " if from_adapter else ""
-            hint = " -- pass --base_model" if from_adapter else ""
+            from_checkpoint = checkpoint is not None and not args.base_model
+            whose = f"(the base of --checkpoint {args.checkpoint}) " if from_checkpoint else ""
+            hint = " -- pass --base_model" if from_checkpoint else ""
             raise InputError(f"base model '{base}' {whose}not found: {problem}{hint}")
         if is_local_source(base) or Path(base).expanduser().is_dir():
             base = str(Path(base).expanduser().resolve())  # absolute: the cache key must not depend on the cwd
@@ -202,6 +205,9 @@ def make_plan(args: EvalArguments) -> Plan:
             raise InputError(f"--checkpoint {args.checkpoint}: {error}") from error
     elif checkpoint:
         tuned = ModelSource("tuned", checkpoint, checkpoint if has_tokenizer(checkpoint) else base)
+        problem = family_mismatch(base, checkpoint)
+        if problem:
+            raise InputError(f"--checkpoint {args.checkpoint} is {problem}; pass the model it was trained from as --base_model")
 
     if args.backend == "vllm" and not is_installed("vllm"):
         raise InputError(
