@@ -2,11 +2,13 @@
 
 It is what `train.py --smoke`, `evaluate.py --smoke`, the tests and the CPU benchmarks run on: the real
 code paths at toy size, with no download. The shipped GSM8K-format problems live in samples/gsm8k/ (data.SAMPLE_DATA_DIR).
+`family="llama"` builds the same at SmolLM2-135M-Instruct's proportions instead (Llama, pad = eos).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from prompts import SYSTEM_PROMPT
@@ -37,6 +39,31 @@ TINY_SHAPE = dict(
     # 0.1 gives the tiny model's token preferences room to move under GRPO.
     initializer_range=0.1,
 )
+# SmolLM2-135M-Instruct's proportions (3 query heads per KV head, tied embeddings, its rope base and norm eps) at
+# head size 64, the smallest vLLM's CPU attention takes, so that one tiny Llama serves both engines.
+TINY_LLAMA_SHAPE = dict(
+    hidden_size=192, intermediate_size=512, num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
+    tie_word_embeddings=True, max_position_embeddings=2048, rms_norm_eps=1e-5,
+    rope_parameters={"rope_type": "default", "rope_theta": 100000.0}, initializer_range=0.1,
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between the tiny models: transformers classes, default shape, special tokens."""
+
+    config_class: str
+    model_class: str
+    shape: dict
+    pad_token: str
+    bos_token: str | None = None
+
+
+FAMILIES = {
+    "qwen2": Family("Qwen2Config", "Qwen2ForCausalLM", TINY_SHAPE, "<|endoftext|>"),
+    # SmolLM2 pads with its eos: a padded row's padding is the very token that ends an answer.
+    "llama": Family("LlamaConfig", "LlamaForCausalLM", TINY_LLAMA_SHAPE, "<|im_end|>", bos_token="<|im_start|>"),
+}
 
 
 def _tokenizer_corpus() -> list[str]:
@@ -48,8 +75,9 @@ def _tokenizer_corpus() -> list[str]:
     return texts
 
 
-def build_tiny_tokenizer(vocab_size: int = 512, texts: Iterable[str] | None = None):
-    """A byte-level BPE tokenizer with ChatML special tokens, trained on `texts` (default: the prompt and samples)."""
+def build_tiny_tokenizer(vocab_size: int = 512, texts: Iterable[str] | None = None, family: str = "qwen2"):
+    """A byte-level BPE tokenizer with ChatML special tokens, trained on `texts` (default: the prompt and samples);
+    pad and bos as `family`'s real model has them."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -69,31 +97,35 @@ def build_tiny_tokenizer(vocab_size: int = 512, texts: Iterable[str] | None = No
         show_progress=False,
     )
     backend.train_from_iterator(_tokenizer_corpus() if texts is None else texts, trainer=trainer)
+    bos = FAMILIES[family].bos_token
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        pad_token=FAMILIES[family].pad_token,
+        **({"bos_token": bos} if bos else {}),  # none named: the Qwen2 tokenizer files stay as they were
         chat_template=CHATML_TEMPLATE,
         model_max_length=32768,
     )
 
 
-def build_qwen2_model(tokenizer, shape: dict | None = None, seed: int = 0, dtype=None):
-    """A randomly initialised Qwen2ForCausalLM of the given shape (default: tiny), sized to the tokenizer."""
+def build_causal_lm(tokenizer, shape: dict | None = None, seed: int = 0, dtype=None, family: str = "qwen2"):
+    """A randomly initialised causal LM of `family` ("qwen2", "llama") and the given shape (default: the family's
+    tiny one), sized to the tokenizer, with the tokenizer's special tokens."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
-    shape = dict(shape or TINY_SHAPE)
+    spec = FAMILIES[family]
+    shape = dict(shape or spec.shape)
     shape.setdefault("vocab_size", len(tokenizer))
     shape["vocab_size"] = max(shape["vocab_size"], len(tokenizer))
-    config = Qwen2Config(
+    config = getattr(transformers, spec.config_class)(
         **shape,
-        bos_token_id=None,
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
+    model = getattr(transformers, spec.model_class)(config)
     if dtype is not None:
         model = model.to(dtype)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -101,13 +133,18 @@ def build_qwen2_model(tokenizer, shape: dict | None = None, seed: int = 0, dtype
     return model
 
 
-def build_tiny_model(output_dir: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random Qwen2 model and its tokenizer to `output_dir` (loadable by from_pretrained)."""
+def build_qwen2_model(tokenizer, shape: dict | None = None, seed: int = 0, dtype=None):
+    """A randomly initialised Qwen2ForCausalLM of the given shape (default: tiny), sized to the tokenizer."""
+    return build_causal_lm(tokenizer, shape, seed, dtype)
+
+
+def build_tiny_model(output_dir: str | Path, seed: int = 0, family: str = "qwen2") -> Path:
+    """Write a tiny random `family` model and its tokenizer to `output_dir` (loadable by from_pretrained)."""
     output_dir = Path(output_dir)
     if (output_dir / "config.json").exists() and (output_dir / "tokenizer.json").exists():
         return output_dir
-    tokenizer = build_tiny_tokenizer()
-    model = build_qwen2_model(tokenizer, seed=seed)
+    tokenizer = build_tiny_tokenizer(family=family)
+    model = build_causal_lm(tokenizer, seed=seed, family=family)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)

@@ -28,9 +28,9 @@ def smoke_error_line(script: str, output_dir, *args: str, message: str, timeout:
 VLLM_TINY_SHAPE = dict(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1)
 
 
-def build_wide_tiny_model(folder, **shape):
-    """smoke's tiny model (`shape` changes its sizes) with its matrices redrawn wide (std 0.3), so that every
-    prompt gets its own completion.
+def build_wide_tiny_model(folder, family: str = "qwen2", **shape):
+    """smoke's tiny model, or tiny_model's Llama for `family="llama"` (`shape` changes its sizes), with its
+    matrices redrawn wide (std 0.3), so that every prompt gets its own completion.
 
     With smoke's own init (std 0.02) greedy decoding prints newlines only: every prompt gives the same
     completion, and batching, attention or an adapter would have nothing to change.
@@ -41,11 +41,12 @@ def build_wide_tiny_model(folder, **shape):
     import tiny_model
 
     if shape:
-        tokenizer = tiny_model.build_tiny_tokenizer()
-        tiny_model.build_qwen2_model(tokenizer, {**tiny_model.TINY_SHAPE, **shape}).save_pretrained(folder)
+        tokenizer = tiny_model.build_tiny_tokenizer(family=family)
+        full_shape = {**tiny_model.FAMILIES[family].shape, **shape}
+        tiny_model.build_causal_lm(tokenizer, full_shape, family=family).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     else:
-        folder = tiny_model.build_tiny_model(folder)
+        folder = tiny_model.build_tiny_model(folder, family=family)
     model = AutoModelForCausalLM.from_pretrained(folder)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():

@@ -11,12 +11,15 @@ from attention import GQA_SDPA
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """smoke's tiny model (4 query heads share 2 KV heads) with wide random weights: prompts give different tokens."""
-    folder = build_wide_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+@pytest.fixture(scope="module", params=["qwen2", "llama"])
+def tiny(request, tmp_path_factory):
+    """smoke's tiny model (4 query heads share 2 KV heads), then the tiny Llama (3 share 1, padding with its eos),
+    with wide random weights: prompts give different tokens."""
+    folder = build_wide_tiny_model(tmp_path_factory.mktemp(request.param) / "model", family=request.param)
     config = AutoConfig.from_pretrained(folder)
     assert config.num_attention_heads > config.num_key_value_heads  # else there are no KV heads to share
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert (tokenizer.pad_token_id == tokenizer.eos_token_id) == (request.param == "llama")
     return folder
 
 
@@ -35,6 +38,13 @@ def left_padded_batch(folder):
     return batch
 
 
+def greedy_settings(folder):
+    """generate()'s greedy settings, finished rows padded with the tokenizer's pad (the tiny Llama's: its eos)."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return dict(max_new_tokens=12, do_sample=False, **ids)
+
+
 def test_loads_by_name_and_registers_once(tiny):
     assert attention.register() == attention.register() == GQA_SDPA
     assert load(tiny, GQA_SDPA).config._attn_implementation == GQA_SDPA
@@ -43,12 +53,26 @@ def test_loads_by_name_and_registers_once(tiny):
 @pytest.mark.parametrize("reference", ["sdpa", "eager"])
 def test_same_greedy_tokens_as_sdpa_and_eager_with_left_padding(tiny, reference):
     batch = left_padded_batch(tiny)
-    settings = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    settings = greedy_settings(tiny)
     with torch.no_grad():
         ours = load(tiny, GQA_SDPA).generate(**batch, **settings)
         theirs = load(tiny, reference).generate(**batch, **settings)
     assert torch.equal(ours, theirs)
     assert len({tuple(row) for row in ours[:, batch["input_ids"].shape[1] :].tolist()}) > 1
+
+
+def test_left_padding_leaves_each_prompt_its_own_greedy_tokens(tiny):
+    """Padding hidden by the mask changes nothing, also where the padding token is the eos (the tiny Llama)."""
+    batch = left_padded_batch(tiny)
+    settings = greedy_settings(tiny)
+    model = load(tiny, GQA_SDPA)
+    width = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        batched = model.generate(**batch, **settings)[:, width:].tolist()
+        for row, ids, mask in zip(batched, batch["input_ids"], batch["attention_mask"]):
+            alone = model.generate(input_ids=ids[mask.bool()][None], **settings)[0, mask.sum().item() :].tolist()
+            # A row that stopped early is padded to the batch's length after its eos: compare up to there.
+            assert row[: len(alone)] == alone
 
 
 def test_same_logits_and_gradients_as_sdpa_in_a_padded_training_forward(tiny):

