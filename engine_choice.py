@@ -7,15 +7,16 @@ engine's time end to end for the evaluation at hand, from figures measured by be
 shape, float32, 2 cores; docs/BENCHMARKS.md), and takes the faster. The same figures give the warning of a long
 CPU evaluation. Pure Python: nothing here imports torch.
 
-Another model's decode step is taken to cost what it reads: every weight once, and every sequence's KV cache at
-its mean context (the prompt plus half the new tokens), both float32, scaled from the reference's measured step
-at the same number of sequences. Parameters alone miss models whose cache is large for their size. Checked on
-SmolLM2-135M-Instruct (134.5M parameters, 46,080 KV bytes per token against the reference's 24,576), 32 GSM8K
-problems x 128 tokens on 2 cores: predicted 93 tokens/s with transformers and 156 with vLLM, measured 78.7 and
-148.1 (parameters alone: 147 and 246); compute, which the byte count leaves out, is the likely rest. Not
-measured: another shape at 256 sequences, where the reference's step is 7.7x its 32-sequence step for 1.6x the
-bytes (compute-bound), so scaling it by bytes may overstate a large cache's cost; for SmolLM2 on the whole test
-split it makes transformers the faster engine.
+Another model's decode step is scaled from the reference's measured step at the same number of sequences, by
+what each engine's step was measured to cost. transformers' step costs what it reads: every weight once, and every
+sequence's KV cache at its mean context (the prompt plus half the new tokens), float32. vLLM's CPU step costs a
+fixed time per layer plus its arithmetic (2 x parameters x sequences), memory reads hiding under both: fitted by
+least squares to four runs on 2 cores (the reference at 32 and 256 sequences x 64 tokens; SmolLM2-135M-Instruct,
+30 layers, at 32 x 128 and 256 x 256, measured at 148.1 and 228.2 tokens/s), 3.1 ms per layer and 70 GFLOP/s,
+every run within 10 % of the fit. Checked on SmolLM2 at 32 GSM8K problems x 128 tokens: predicted 93 tokens/s with
+transformers (measured 78.7); parameters alone predict 147 and 246 (vLLM). Bytes alone mispredict vLLM's wide step
+(54 tokens/s for SmolLM2 at 256 sequences, measured 228), since the reference's 256-sequence step takes 7.7x its
+32-sequence step for 1.6x the bytes: compute-bound.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class ModelShape:
 
     parameters: int
     kv_bytes_per_token: float
+    layers: int = 24  # the reference's, when a config does not say
+
+    def step_flops(self, sequences: int) -> float:
+        """Arithmetic of one decode step of `sequences`: two per weight per sequence."""
+        return 2.0 * self.parameters * sequences
 
     def step_bytes(self, sequences: int, new_tokens: int) -> float:
         """Bytes one decode step of `sequences` reads, at the mean context of completions of `new_tokens`."""
@@ -59,7 +65,7 @@ def model_shape(parameters: int | None, config: dict[str, Any] | None) -> ModelS
     if config and {"num_hidden_layers", "hidden_size", "num_attention_heads"} <= config.keys():
         kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
         kv = kv_bytes_per_token(config["num_hidden_layers"], kv_heads, head_size(config), 4)
-        return ModelShape(parameters, kv)
+        return ModelShape(parameters, kv, config["num_hidden_layers"])
     return ModelShape(parameters, REFERENCE.kv_bytes_per_token * parameters / REFERENCE.parameters)
 
 
@@ -72,6 +78,15 @@ class EngineSpeed:
     fixed_start_seconds: float  # the part of that start a tiny model pays too
     tokens_per_second: dict[int, float]  # decode rate by the number of sequences decoded at once
     concurrency: int  # the most sequences it decodes at once
+    # A step's cost for another model: seconds per layer and per GFLOP when fitted (vLLM), else the bytes it reads.
+    layer_seconds: float = 0.0
+    gflop_seconds: float = 0.0
+
+    def step_cost(self, sequences: int, model: ModelShape, new_tokens: int) -> float:
+        """What a decode step of `model` costs on this engine, in its own units (only ratios are used)."""
+        if self.gflop_seconds:
+            return self.layer_seconds * model.layers + self.gflop_seconds * model.step_flops(sequences) / 1e9
+        return model.step_bytes(sequences, new_tokens)
 
     def rate(self, sequences: int, model: ModelShape = REFERENCE, new_tokens: int = REFERENCE_NEW_TOKENS) -> float:
         """Tokens per second decoding `sequences` at once (up to its concurrency) of `model`'s completions of up to
@@ -79,7 +94,7 @@ class EngineSpeed:
 
         Between measured points a decode step's time is interpolated linearly; below the smallest one a step
         takes as long as there (decoding a small batch is bound by reading the weights once per step). Another
-        model or length scales the step by the bytes it reads (ModelShape.step_bytes).
+        model or length scales the step by its cost on this engine (step_cost).
         """
         sequences = max(1, min(sequences, self.concurrency))
         points = sorted((c, c / r) for c, r in self.tokens_per_second.items())  # (sequences, seconds per step)
@@ -90,7 +105,7 @@ class EngineSpeed:
             for (c0, s0), (c1, s1) in zip(points, points[1:]):
                 if c0 <= sequences <= c1:
                     step = s0 + (s1 - s0) * (sequences - c0) / (c1 - c0)
-        step *= model.step_bytes(sequences, new_tokens) / REFERENCE.step_bytes(sequences, REFERENCE_NEW_TOKENS)
+        step *= self.step_cost(sequences, model, new_tokens) / self.step_cost(sequences, REFERENCE, REFERENCE_NEW_TOKENS)
         return sequences / step
 
     def seconds(self, prompts: int, max_new_tokens: int, starts: int, model: ModelShape = REFERENCE) -> float:
@@ -106,7 +121,8 @@ class EngineSpeed:
 # includes its engine processes and KV cache. The tiny-model starts are from the test suite's runs.
 TRANSFORMERS_CPU = EngineSpeed("hf", start_seconds=7.0, fixed_start_seconds=3.0, tokens_per_second={32: 40.0}, concurrency=32)
 VLLM_CPU = EngineSpeed(
-    "vllm", start_seconds=36.0, fixed_start_seconds=25.0, tokens_per_second={32: 67.1, 256: 69.6}, concurrency=256
+    "vllm", start_seconds=36.0, fixed_start_seconds=25.0, tokens_per_second={32: 67.1, 256: 69.6}, concurrency=256,
+    layer_seconds=0.00314, gflop_seconds=0.01426,  # the fit in the module docstring
 )
 CPU_ENGINES = {engine.name: engine for engine in (TRANSFORMERS_CPU, VLLM_CPU)}
 
