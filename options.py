@@ -303,6 +303,19 @@ def _bare_instances(parser: argparse.ArgumentParser, layers: Layers) -> list[Any
     return [namespace]
 
 
+def parse_flags(arguments_class: type, argv: list[str] | None, prog: str, description: str) -> Any:
+    """Command-line flags into one dataclass (transformers' HfArgumentParser: `--max_new_tokens` and
+    `--max-new-tokens` both work); an unknown flag is an error, exit code 2, as argparse does."""
+    from transformers import HfArgumentParser
+
+    # allow_abbrev=False: argparse would otherwise take a misspelt `--max_new_token` for `--max_new_tokens`.
+    parser = HfArgumentParser(arguments_class, prog=prog, description=description, allow_abbrev=False)
+    args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def exit_with(prog: str, message: str) -> None:
     """Print one error line and exit with code 2, as argparse does."""
     print(f"{prog}: error: {message}", file=sys.stderr)
