@@ -9,7 +9,8 @@ Stages, each through the project's own command line:
   3. sft.py --config recipes/smollm2-135m-sft.yaml: the cold start, GSM8K solutions in the prompt's format;
   4. train.py --config recipes/smollm2-135m-grpo.yaml: GRPO from the SFT model with the blog's reward, held-out
      accuracy measured as it trains;
-  5. evaluate.py --checkpoint <GRPO adapter>: after SFT (its base) against after GRPO, on the same problems.
+  5. evaluate.py --checkpoint <GRPO run>/merged: after SFT (its base, from run_config.json) against after GRPO, on
+     the same problems; the merged model, since vLLM's CPU build decodes several times slower with LoRA enabled.
 It ends with one table (strict, numeric, flexible, formatted, mean tokens, cut off for base, SFT and GRPO), the
 held-out curve and each stage's time, and writes real_model_result.json. Every stage's output is in logs/.
 """
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "--dataset_name", args.dataset_name, "--output_dir", str(sft_dir), *seed]],
         "train.py (GRPO)": [[python, "train.py", "--config", str(GRPO_RECIPE), "--model_name_or_path",
                              str(sft_dir / "merged"), "--dataset_name", args.dataset_name, "--output_dir", str(grpo_dir), *seed]],
-        "evaluate.py (SFT, GRPO)": [[python, "evaluate.py", "--checkpoint", str(grpo_dir), *evaluation, "--output_dir", str(eval_dir)]],
+        "evaluate.py (SFT, GRPO)": [[python, "evaluate.py", "--checkpoint", str(grpo_dir / "merged"), *evaluation,
+                                     "--output_dir", str(eval_dir)]],
     }  # fmt: skip
     print(f"real model: SmolLM2-135M-Instruct, SFT then GRPO, seed {args.seed}, everything in {out}", flush=True)
     stages = []
