@@ -200,29 +200,35 @@ def strip_annotations(solution: str) -> str:
     return ANNOTATION.sub("", solution)
 
 
-def validation_text(solution: str, gold: str) -> str:
-    """A short re-check of a GSM8K solution, built from its calculator annotations ("48/2=24" -> "48/2 = 24")."""
-    steps = []
+def validation_text(solution: str, gold: str, steps: int | None = None) -> str:
+    """A short re-check of a GSM8K solution, built from its calculator annotations ("48/2=24" -> "48/2 = 24"):
+    all of them, or the last `steps`."""
+    checks = []
     for annotation in ANNOTATION.findall(solution):
         expression, equals, result = annotation.rpartition("=")
-        steps.append(f"{expression} = {result}" if equals else annotation)
-    if not steps:
+        checks.append(f"{expression} = {result}" if equals else annotation)
+    if not checks:
         return f"Reading the problem again, the reasoning holds and gives {gold}."
-    return f"Checking each step again: {'; '.join(steps)}. Every step holds, so the answer is {gold}."
+    if steps is not None and 0 < steps < len(checks):
+        checks = checks[-steps:]
+        what = "the last step" if len(checks) == 1 else f"the last {len(checks)} steps"
+        return f"Checking {what} again: {'; '.join(checks)}. It holds, so the answer is {gold}."
+    return f"Checking each step again: {'; '.join(checks)}. Every step holds, so the answer is {gold}."
 
 
-def sft_completion(solution: str) -> str | None:
+def sft_completion(solution: str, validate_steps: int | None = None) -> str | None:
     """The assistant's answer in the system prompt's format, built from a GSM8K solution; None without "####".
 
-    reasoning = the worked solution without annotations, validate = a re-check of its calculations,
-    answer = the gold text after "####", exactly as the strict metric compares it.
+    reasoning = the worked solution without annotations, validate = a re-check of its calculations (all, or the
+    last `validate_steps`), answer = the gold text after "####", exactly as the strict metric compares it.
     """
     gold = extract_hash_answer(solution)
     if not gold:
         return None
-    reasoning = strip_annotations(solution.split("####")[0]).strip()
+    worked = solution.split("####")[0]
+    reasoning = strip_annotations(worked).strip()
     return (
-        f"<reasoning>\n{reasoning}\n</reasoning>\n<validate>\n{validation_text(solution.split('####')[0], gold)}\n"
+        f"<reasoning>\n{reasoning}\n</reasoning>\n<validate>\n{validation_text(worked, gold, validate_steps)}\n"
         f"</validate>\n<answer>\n{gold}\n</answer>"
     )
 
@@ -236,6 +242,7 @@ def get_sft_dataset(
     system_prompt: str = SYSTEM_PROMPT,
     report: Callable[[str], None] = _report,
     exclude: set[str] = frozenset(),
+    validate_steps: int | None = None,
 ):
     """Prompt-completion pairs for supervised fine-tuning, as trl's SFTTrainer takes them (conversational).
 
@@ -254,7 +261,7 @@ def get_sft_dataset(
         if own_completions:
             text = row["completion"] if isinstance(row["completion"], str) and row["completion"].strip() else None
         else:
-            text = sft_completion(row["answer"]) if isinstance(row["answer"], str) else None
+            text = sft_completion(row["answer"], validate_steps) if isinstance(row["answer"], str) else None
         return {
             "prompt": build_messages(question, system_prompt),
             "completion": [{"role": "assistant", "content": text or ""}],

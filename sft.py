@@ -82,6 +82,13 @@ class SFTScriptArguments:
             "neither stage trained on. At least train.py's value; 0 = keep none out."
         },
     )
+    validate_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "How many of a solution's last calculations the answers' <validate> re-checks; none: all of "
+            "them. A list of every step teaches a small model to keep listing steps past the token limit."
+        },
+    )
     smoke: bool = shared_option("smoke")
     resume: bool = shared_option("resume")
 
@@ -110,6 +117,8 @@ def check_config(script_args: SFTScriptArguments, training_args: Any) -> None:
             raise ConfigError(f"model '{script_args.model_name_or_path}' not found: {problem}; pass --model_name_or_path")
     if script_args.max_samples is not None and script_args.max_samples < 1:
         raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
+    if script_args.validate_steps is not None and script_args.validate_steps < 1:
+        raise ConfigError(f"validate_steps must be positive (or left out: all steps), got {script_args.validate_steps}")
     if script_args.eval_holdout < 0:
         raise ConfigError(f"eval_holdout must be 0 (none) or a number of problems, got {script_args.eval_holdout}")
     if script_args.use_peft and (script_args.lora_r < 1 or script_args.lora_alpha < 1):
@@ -156,6 +165,7 @@ def load_training_data(script_args: SFTScriptArguments, training_args: Any) -> A
         limit=script_args.max_samples,
         seed=training_args.seed,
         exclude=held,
+        validate_steps=script_args.validate_steps,
     )
 
 

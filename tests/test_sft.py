@@ -34,6 +34,15 @@ def test_validation_rechecks_each_annotated_step():
     assert data.validation_text("No calculator here.", "5").endswith("gives 5.")
 
 
+def test_validation_can_recheck_only_the_last_steps():
+    long_solution = "".join(f"Step {i}: {i}+1 = <<{i}+1={i + 1}>>{i + 1}.\n" for i in range(12)) + "#### 12"
+    last = data.sft_completion(long_solution, validate_steps=1)
+    assert "<validate>\nChecking the last step again: 11+1 = 12. It holds, so the answer is 12.\n</validate>" in last
+    assert "0+1 = 1" in last.split("<validate>")[0]  # the reasoning keeps every step
+    assert "10+1 = 11; 11+1 = 12." in data.validation_text(long_solution, "12", steps=2)
+    assert data.validation_text(long_solution, "12", steps=12) == data.validation_text(long_solution, "12")
+
+
 @pytest.mark.parametrize("gold", ["72", "1,000", "-3", "0.5"])
 def test_answer_is_the_gold_text_and_scores_strict(gold):
     completion = data.sft_completion(f"It is {gold}.\n#### {gold}")
@@ -153,6 +162,7 @@ def test_full_fine_tuning_and_resume(tmp_path):
         (["--dataset_name", "/no/such/data.jsonl"], "dataset /no/such/data.jsonl: no such file or folder"),
         (["--model_name_or_path", "/no/such/model"], "model '/no/such/model' not found"),
         (["--max_samples", "0"], "max_samples must be positive"),
+        (["--validate_steps", "0"], "validate_steps must be positive"),
         (["--lora_r", "0"], "lora_r and lora_alpha must be positive"),
         (["--learning_rat", "1"], "unknown option --learning_rat (did you mean --learning_rate?)"),
         (["--resume"], "--resume: no checkpoint-* folder in"),
