@@ -256,9 +256,10 @@ def test_an_unwritable_output_dir_is_a_config_error_with_the_reason(tmp_path):
         checks.make_writable_output_dir(tmp_path / "file" / "run")
 
 
-@pytest.mark.parametrize("flag", ["--lora_r", "--lora_alpha"])
-def test_a_lora_rank_or_alpha_below_one_is_one_line_before_loading(tmp_path, flag):
-    result = run_script("train.py", "--smoke", flag, "0", "--output_dir", tmp_path / "run", timeout=120)
+@pytest.mark.parametrize(("script", "flag"), [("train.py", "--lora_r"), ("sft.py", "--lora_alpha")])
+def test_a_lora_rank_or_alpha_below_one_is_one_line_before_loading(tmp_path, script, flag):
+    # In a process of its own, as a user runs it (the other refusals run in-process: helpers.smoke_error_line).
+    result = run_script(script, "--smoke", flag, "0", "--output_dir", tmp_path / "run", timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1] == "train.py: error: lora_r and lora_alpha must be positive"
+    assert result.stderr.strip().splitlines()[-1] == f"{script}: error: lora_r and lora_alpha must be positive"
     assert not (tmp_path / "run" / "base-model").exists()  # refused before the tiny model was built

@@ -93,7 +93,7 @@ def test_held_out_problems_are_never_trained_on(tmp_path):
     ],
 )
 def test_bad_holdout_settings_fail_with_one_line(tmp_path, args, message):
-    smoke_error_line("train.py", tmp_path / "out", *args, message=message, timeout=120)
+    smoke_error_line("train.py", tmp_path / "out", *args, message=message)
 
 
 def sft_and_grpo_data(tmp_path, sft_argv, train_argv, tokenizer_dir):
