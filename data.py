@@ -209,11 +209,11 @@ def validation_text(solution: str, gold: str, steps: int | None = None) -> str:
         checks.append(f"{expression} = {result}" if equals else annotation)
     if not checks:
         return f"Reading the problem again, the reasoning holds and gives {gold}."
-    if steps is not None and 0 < steps < len(checks):
+    what, verdict = "each step", "Every step holds"
+    if steps and steps < len(checks):
         checks = checks[-steps:]
-        what = "the last step" if len(checks) == 1 else f"the last {len(checks)} steps"
-        return f"Checking {what} again: {'; '.join(checks)}. It holds, so the answer is {gold}."
-    return f"Checking each step again: {'; '.join(checks)}. Every step holds, so the answer is {gold}."
+        what, verdict = ("the last step" if steps == 1 else f"the last {steps} steps"), "It holds"
+    return f"Checking {what} again: {'; '.join(checks)}. {verdict}, so the answer is {gold}."
 
 
 def sft_completion(solution: str, validate_steps: int | None = None) -> str | None:
