@@ -1,10 +1,12 @@
-"""Trainer callbacks: metrics written as they come, and a Ctrl-C that saves before it stops."""
+"""Trainer callbacks: metrics written as they come, where a step's time goes, and a Ctrl-C that saves first."""
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -39,6 +41,70 @@ class MetricsFileCallback(TrainerCallback):
         entry = {**logs, **heldout_metrics(logs, self.eval_temperature), "step": state.global_step, "epoch": state.epoch}
         with self.path.open("a") as f:
             f.write(json.dumps(entry, default=float) + "\n")
+
+
+class StepTimeCallback(TrainerCallback):
+    """Split trl's `step_time` into generating the completions and scoring them; the rest is the optimizer's.
+
+    trl times these blocks too, but reports them to wandb, mlflow or trackio only. This callback times the
+    training model's `generate` and the reward functions given to `timed_rewards`, inside optimizer steps only
+    (not the held-out evaluations between them), and adds `generation_time` and `reward_time` (seconds per step,
+    the mean over the logging period, like trl's `step_time`) to every training log entry. Training's other work,
+    the forward and backward passes and the update, is `step_time` less the two. Listed before
+    MetricsFileCallback, so that metrics.jsonl gets them. With trl's vLLM rollouts `generate` is not called and
+    there is no `generation_time`.
+    """
+
+    def __init__(self):
+        self.seconds = {"generation_time": 0.0, "reward_time": 0.0}
+        self.calls = dict.fromkeys(self.seconds, 0)
+        self.steps = 0
+        self.in_step = False
+
+    def timed(self, key: str, function):
+        """`function`, its time inside optimizer steps added to `key`."""
+
+        @functools.wraps(function)  # trl logs a reward function under its __name__
+        def wrapper(*args, **kwargs):
+            if not self.in_step:
+                return function(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[key] += time.perf_counter() - start
+                self.calls[key] += 1
+
+        return wrapper
+
+    def timed_rewards(self, reward_funcs: list) -> list:
+        """The reward functions, timed (reward models, which are not plain functions, are left as they are)."""
+        return [self.timed("reward_time", f) if callable(f) and hasattr(f, "__code__") else f for f in reward_funcs]
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            model.generate = self.timed("generation_time", model.generate)  # trl generates with this very object
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if model is not None and "generate" in vars(model):
+            del model.generate  # the class's own method again
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.in_step = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.in_step = False
+        self.steps += 1
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "step_time" not in logs or not self.steps:
+            return  # evaluation entries and the end-of-training summary
+        for key, seconds in self.seconds.items():
+            if self.calls[key]:
+                logs[key] = seconds / self.steps
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.calls = dict.fromkeys(self.calls, 0)
+        self.steps = 0
 
 
 class HeldOutAccuracyCallback(TrainerCallback):

@@ -275,13 +275,16 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         GracefulInterruptCallback,
         HeldOutAccuracyCallback,
         MetricsFileCallback,
+        StepTimeCallback,
         last_heldout_step,
     )
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
     interrupt = GracefulInterruptCallback()
     eval_temperature = training_args.temperature if heldout is not None else None
-    callbacks = [MetricsFileCallback(training_args.output_dir, interrupt, eval_temperature), interrupt]
+    step_time = StepTimeCallback()
+    reward_funcs = step_time.timed_rewards(reward_funcs)
+    callbacks = [step_time, MetricsFileCallback(training_args.output_dir, interrupt, eval_temperature), interrupt]
     heldout_progress = None
     if resume_from:
         resume_step = resume_metrics(training_args.output_dir, resume_from)

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import time
 
 import pytest
 
@@ -69,3 +70,47 @@ def test_last_heldout_step_reads_evaluations_up_to_a_step(tmp_path):
     assert callbacks.last_heldout_step(tmp_path, 3) == 2
     assert callbacks.last_heldout_step(tmp_path, 4) == 4
     assert callbacks.last_heldout_step(tmp_path / "nowhere", 4) is None
+
+
+def test_step_time_counts_generation_and_rewards_inside_steps_only():
+    clock = callbacks.StepTimeCallback()
+
+    class Model:
+        def generate(self, seconds):
+            time.sleep(seconds)
+            return "tokens"
+
+    def custom_reward_func(completions, **kwargs):
+        time.sleep(0.02)
+        return [1.0] * len(completions)
+
+    model = Model()
+    (reward,) = clock.timed_rewards([custom_reward_func])
+    assert reward.__name__ == "custom_reward_func"  # trl's metric name
+    clock.on_train_begin(None, None, None, model=model)
+    model.generate(0.05)  # a held-out evaluation before the first step: not counted
+    for _ in range(2):
+        clock.on_step_begin(None, None, None)
+        assert model.generate(0.03) == "tokens" and reward(["a", "b"]) == [1.0, 1.0]
+        clock.on_step_end(None, None, None)
+    evaluation = {"eval_loss": 0.0}
+    clock.on_log(None, None, None, logs=evaluation)
+    assert evaluation == {"eval_loss": 0.0}
+    logs = {"loss": 0.1, "step_time": 0.2}
+    clock.on_log(None, None, None, logs=logs)
+    assert 0.03 <= logs["generation_time"] < 0.05  # the mean of the two steps' 0.03 s
+    assert 0.02 <= logs["reward_time"] < 0.04
+    logs = {"loss": 0.1, "step_time": 0.2}  # the next period: no steps since the last log
+    clock.on_log(None, None, None, logs=logs)
+    assert "generation_time" not in logs
+    clock.on_train_end(None, None, None, model=model)
+    assert "generate" not in vars(model)
+
+
+def test_step_time_leaves_out_what_was_not_called():
+    clock = callbacks.StepTimeCallback()  # trl's vLLM rollouts: the model's generate is never called
+    clock.on_step_begin(None, None, None)
+    clock.on_step_end(None, None, None)
+    logs = {"loss": 0.1, "step_time": 0.2}
+    clock.on_log(None, None, None, logs=logs)
+    assert "generation_time" not in logs and "reward_time" not in logs
