@@ -4,7 +4,9 @@
 
 train.py logs each optimizer step's wall time (`step_time`) and trl's evaluation loop logs each evaluation's
 (`eval_runtime`) to metrics.jsonl. This prints both, their ratio, and the share of the run's time that went to
-evaluating: the held-out curve's price. The run's own run_config.json gives the settings it ran with.
+evaluating: the held-out curve's price. The run's own run_config.json gives the settings it ran with. It also
+splits the step (`step_split`): generating the completions and scoring them (train.py's `generation_time` and
+`reward_time`), and the rest, the forward and backward passes and the update.
 """
 
 from __future__ import annotations
@@ -39,6 +41,23 @@ def heldout_cost(run_dir: str | Path) -> dict[str, float]:
     }
 
 
+def step_split(entries: list[dict]) -> dict[str, float] | None:
+    """Median seconds per step of the whole step, generation, rewards and the rest; None for a run without them."""
+    steps = [e for e in step_entries(entries) if {"step_time", "generation_time", "reward_time"} <= e.keys()]
+    if not steps:
+        return None
+    split = {key: statistics.median(e[key] for e in steps) for key in ("step_time", "generation_time", "reward_time")}
+    split["rest_time"] = statistics.median(e["step_time"] - e["generation_time"] - e["reward_time"] for e in steps)
+    return {**split, "steps": len(steps)}
+
+
+def describe_split(split: dict[str, float]) -> str:
+    """'one training step: S s = generation G s (P %) + rewards R ms + forward, backward and update X s (medians of N)'."""
+    return (f"one training step:     {split['step_time']:7.2f} s = generation {split['generation_time']:.2f} s "
+            f"({100 * split['generation_time'] / split['step_time']:.0f} %) + rewards {1000 * split['reward_time']:.2f} ms "
+            f"+ forward, backward and update {split['rest_time']:.2f} s (medians of {split['steps']})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a train.py output folder")
@@ -55,6 +74,9 @@ def main() -> None:
     print(f"one evaluation:        {cost['eval_seconds']:7.2f} s (median of {cost['evaluations']})")
     print(f"evaluation / step:     {cost['eval_per_step']:7.2f}x")
     print(f"share of the run:      {100 * cost['eval_share']:6.1f} % of step + evaluation time went to evaluating")
+    split = step_split(read_jsonl(existing_metrics_file(args.run_dir))[0])
+    if split:
+        print(describe_split(split))
 
 
 if __name__ == "__main__":

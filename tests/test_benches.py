@@ -40,6 +40,9 @@ def test_heldout_cost_reads_a_run_with_held_out_evaluations(smoke_run, tmp_path)
     ratio = float(re.search(r"evaluation / step:\s+([\d.]+)x", result.stdout).group(1))
     assert step > 0 and evaluation > 0 and ratio == pytest.approx(evaluation / step, rel=0.05)
     assert "eval_holdout 4" in result.stdout
+    split = re.search(r"= generation ([\d.]+) s \(\d+ %\) \+ rewards ([\d.]+) ms \+ forward, backward and update "
+                      r"(-?[\d.]+) s \(medians of 4\)", result.stdout)  # fmt: skip
+    assert split and all(float(seconds) > 0 for seconds in split.groups()), result.stdout
     missing = run_script("bench/heldout_cost.py", tmp_path / "nowhere")
     assert missing.returncode == 1 and "heldout_cost.py: error:" in missing.stderr and "Traceback" not in missing.stderr
 
