@@ -60,6 +60,7 @@ class StepTimeCallback(TrainerCallback):
         self.calls = dict.fromkeys(self.seconds, 0)
         self.steps = 0
         self.in_step = False
+        self._replaced = None
 
     def timed(self, key: str, function):
         """`function`, its time inside optimizer steps added to `key`."""
@@ -83,11 +84,19 @@ class StepTimeCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if model is not None:
+            self._replaced = (model, vars(model).get("generate"))  # a wrapper of its own (lora_merge.py), or none
             model.generate = self.timed("generation_time", model.generate)  # trl generates with this very object
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and "generate" in vars(model):
+        replaced = getattr(self, "_replaced", None)
+        if replaced is None:
+            return
+        model, previous = replaced
+        if previous is not None:
+            model.generate = previous
+        elif "generate" in vars(model):
             del model.generate  # the class's own method again
+        self._replaced = None
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.in_step = True

@@ -143,6 +143,14 @@ class ScriptArguments:
             "of the cold start. 0 = no held-out evaluation."
         },
     )
+    generate_merged: bool = field(
+        default=True,
+        metadata={
+            "help": "hf backend without vLLM: generate (rollouts, held-out answers) with the LoRA adapter folded into "
+            "new weights for the call, the original weights back after it (lora_merge.py): the same policy with "
+            "fewer matmuls per token. false: trl's generate through the unmerged adapter."
+        },
+    )
     print_sample_every: int = field(
         default=10,
         metadata={
@@ -304,6 +312,11 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         peft_config=peft_config,
         callbacks=[*callbacks, *([heldout_progress] if heldout_progress else []), *(extra_callbacks or [])],
     )
+    if script_args.generate_merged and backend == "hf" and not training_args.use_vllm:
+        from lora_merge import generate_merged
+
+        if generate_merged(trainer.model):
+            main_process_print("generation: the LoRA adapter folded into the weights for each generate call")
     trainer.add_callback(
         CompletionsCallback(
             trainer, training_args.output_dir, script_args.print_sample_every, training_args.num_completions_to_print

@@ -114,3 +114,19 @@ def test_step_time_leaves_out_what_was_not_called():
     logs = {"loss": 0.1, "step_time": 0.2}
     clock.on_log(None, None, None, logs=logs)
     assert "generation_time" not in logs and "reward_time" not in logs
+
+
+def test_step_time_puts_back_a_generate_wrapper_of_its_own():
+    clock = callbacks.StepTimeCallback()
+
+    class Model:
+        def generate(self):
+            return "plain"
+
+    model = Model()
+    model.generate = lambda: "merged"  # lora_merge.generate_merged's wrapper, installed before training
+    clock.on_train_begin(None, None, None, model=model)
+    clock.on_step_begin(None, None, None)
+    assert model.generate() == "merged"
+    clock.on_train_end(None, None, None, model=model)
+    assert model.generate() == "merged"  # the final held-out evaluation still generates merged

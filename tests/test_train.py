@@ -40,6 +40,7 @@ def test_smoke_run_splits_each_step_time_into_generation_and_scoring(smoke_run):
         assert entry["generation_time"] + entry["reward_time"] < entry["step_time"]
     evaluations = [m for m in metrics(smoke_run) if "eval/strict" in m]
     assert evaluations and all("generation_time" not in m for m in evaluations)
+    assert "generation: the LoRA adapter folded into the weights" in (smoke_run.parent / "stdout.txt").read_text()
 
 
 def test_smoke_run_writes_adapter_config_and_checkpoints(smoke_run):
