@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         peft_config=peft_config,
         callbacks=[*callbacks, *([heldout_progress] if heldout_progress else []), *(extra_callbacks or [])],
     )
-    if script_args.generate_merged and backend == "hf" and not training_args.use_vllm:
+    sharded = training_args.deepspeed or training_args.fsdp  # a shard of each weight per process: nothing to fold into
+    if script_args.generate_merged and backend == "hf" and not training_args.use_vllm and not sharded:
         from lora_merge import generate_merged
 
         if generate_merged(trainer.model):
