@@ -38,7 +38,9 @@ def test_heldout_cost_reads_a_run_with_held_out_evaluations(smoke_run, tmp_path)
     step = float(re.search(r"one training step:\s+([\d.]+) s \(median of 4\)", result.stdout).group(1))
     evaluation = float(re.search(r"one evaluation:\s+([\d.]+) s", result.stdout).group(1))
     ratio = float(re.search(r"evaluation / step:\s+([\d.]+)x", result.stdout).group(1))
-    assert step > 0 and evaluation > 0 and ratio == pytest.approx(evaluation / step, rel=0.05)
+    assert step > 0 and evaluation > 0
+    # the two times are printed to 0.01 s, the ratio from the unrounded ones: on a fast machine they are ~0.1 s
+    assert (evaluation - 0.005) / (step + 0.005) - 0.005 <= ratio <= (evaluation + 0.005) / (step - 0.005) + 0.005
     assert "eval_holdout 4" in result.stdout
     split = re.search(r"= generation ([\d.]+) s \(\d+ %\) \+ rewards ([\d.]+) ms \+ forward, backward and update "
                       r"(-?[\d.]+) s \(medians of 4\)", result.stdout)  # fmt: skip
