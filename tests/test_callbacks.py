@@ -130,3 +130,17 @@ def test_step_time_puts_back_a_generate_wrapper_of_its_own():
     assert model.generate() == "merged"
     clock.on_train_end(None, None, None, model=model)
     assert model.generate() == "merged"  # the final held-out evaluation still generates merged
+
+
+def smoke_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_smoke_run_splits_each_step_time_into_generation_and_scoring(smoke_run):
+    steps = [m for m in smoke_metrics(smoke_run) if "loss" in m]
+    for entry in steps:
+        assert 0 < entry["generation_time"] and 0 < entry["reward_time"]
+        assert entry["generation_time"] + entry["reward_time"] < entry["step_time"]
+    evaluations = [m for m in smoke_metrics(smoke_run) if "eval/strict" in m]
+    assert evaluations and all("generation_time" not in m for m in evaluations)
+    assert "generation: the LoRA adapter folded into the weights" in (smoke_run.parent / "stdout.txt").read_text()
