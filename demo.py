@@ -113,8 +113,10 @@ def stage_env(threads: int | None, output_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_stage(stage: Stage, command: list[str], env: dict[str, str], verbose: bool) -> None:
-    """Run one command of a stage, its output added to the stage's log (key lines to the console); stop on failure."""
+def run_stage(stage: Stage, command: list[str], env: dict[str, str], verbose: bool, prog: str = "demo.py") -> None:
+    """Run one command of a stage, its output added to the stage's log (key lines to the console); stop on failure.
+
+    `prog`: the script the user ran, which the error line names."""
     start = time.perf_counter()
     with open(stage.log, "a") as log, subprocess.Popen(
         command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
@@ -130,7 +132,7 @@ def run_stage(stage: Stage, command: list[str], env: dict[str, str], verbose: bo
     if returncode != 0:
         tail = stage.log.read_text().splitlines()[-15:]
         print("\n".join(f"    | {line}" for line in tail), file=sys.stderr)
-        print(f"demo.py: error: {stage.name} failed (exit {returncode}); full output in {stage.log}", file=sys.stderr)
+        print(f"{prog}: error: {stage.name} failed (exit {returncode}); full output in {stage.log}", file=sys.stderr)
         raise SystemExit(1)
 
 

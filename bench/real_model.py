@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of both trainings (default 0)")
     parser.add_argument("--test_problems", type=int, default=500, help="first N test problems scored (default 500)")
     parser.add_argument("--output_dir", help="default: outputs/real-model-<seed>")
-    parser.add_argument("--backend", default="vllm", choices=("vllm", "hf"), help="evaluation engine (default vllm)")
+    parser.add_argument("--backend", choices=("auto", "vllm", "hf"),
+                        help="evaluation engine (default: evaluate.py's own choice among those installed)")
     parser.add_argument("--overwrite", action="store_true", help="delete OUTPUT_DIR first if it holds an earlier run")
     parser.add_argument("--verbose", action="store_true", help="print every stage's full output")
     return parser.parse_args(argv)
@@ -65,18 +66,13 @@ def table(models: dict[str, dict], stages: list[Stage], curve: list[tuple[int, f
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run every stage; print and return the accuracies, the held-out curve and the stage times."""
-    args = parse_args(argv)
-    out = Path(args.output_dir or f"outputs/real-model-{args.seed}").expanduser().resolve()
-    prepare_output_dir(out, args.overwrite)
-    (out / "logs").mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+def stage_plan(args: argparse.Namespace, out: Path) -> dict[str, list[list[str]]]:
+    """Each stage's commands; evaluate.py picks its engine among those installed unless --backend is given."""
     python, seed = sys.executable, ["--seed", str(args.seed)]
     sft_dir, grpo_dir, base_eval, eval_dir = (out / name for name in ("sft", "grpo", "eval-base", "eval"))
     evaluation = ["--dataset_name", args.dataset_name, "--split", "test", "--limit", str(args.test_problems),
-                  "--max_new_tokens", str(MAX_NEW_TOKENS), "--backend", args.backend]  # fmt: skip
-    plan = {
+                  "--max_new_tokens", str(MAX_NEW_TOKENS), *(["--backend", args.backend] if args.backend else [])]  # fmt: skip
+    return {
         "fetch_model.py": [[python, "fetch_model.py", "--output_dir", str(MODEL_DIR)]],
         "evaluate.py (base)": [[python, "evaluate.py", "--base_model", str(MODEL_DIR), *evaluation, "--output_dir", str(base_eval)]],
         "sft.py": [[python, "sft.py", "--config", str(SFT_RECIPE), "--model_name_or_path", str(MODEL_DIR),
@@ -86,6 +82,17 @@ def main(argv: list[str] | None = None) -> dict:
         "evaluate.py (SFT, GRPO)": [[python, "evaluate.py", "--checkpoint", str(grpo_dir / "merged"), *evaluation,
                                      "--output_dir", str(eval_dir)]],
     }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run every stage; print and return the accuracies, the held-out curve and the stage times."""
+    args = parse_args(argv)
+    out = Path(args.output_dir or f"outputs/real-model-{args.seed}").expanduser().resolve()
+    prepare_output_dir(out, args.overwrite)
+    (out / "logs").mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    plan = stage_plan(args, out)
+    grpo_dir, base_eval, eval_dir = (out / name for name in ("grpo", "eval-base", "eval"))
     print(f"real model: SmolLM2-135M-Instruct, SFT then GRPO, seed {args.seed}, everything in {out}", flush=True)
     stages = []
     for number, (name, commands) in enumerate(plan.items(), start=1):
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[{number}/{len(plan)}] {name} ...", flush=True)
         start = time.perf_counter()
         for command in commands:
-            run_stage(stage, command, env, args.verbose)
+            run_stage(stage, command, env, args.verbose, prog="bench/real_model.py")
         print(f"      done in {time.perf_counter() - start:.0f} s", flush=True)
 
     tuned = json.loads((eval_dir / "summary.json").read_text())["models"]

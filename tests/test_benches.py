@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end at toy size: exit 0, and the last line is a headline ratio."""
 
 import re
+import sys
 
 import pytest
 from conftest import REPO
@@ -62,3 +63,25 @@ def test_random_model_of_a_real_shape_comes_with_the_real_tokenizer(tmp_path):
     benchutil.build_random_model(tmp_path / "model", shape)
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "model")
     assert tokenizer.chat_template and AutoConfig.from_pretrained(tmp_path / "model").hidden_size == 32
+
+
+def test_real_model_bench_leaves_the_evaluation_engine_to_evaluate_py_unless_given(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    import real_model
+
+    def evaluate_commands(*flags: str) -> list[list[str]]:
+        plan = real_model.stage_plan(real_model.parse_args(["--dataset_name", "d", *flags]), tmp_path)
+        return [command for commands in plan.values() for command in commands if command[1] == "evaluate.py"]
+
+    assert len(evaluate_commands()) == 2 and all("--backend" not in command for command in evaluate_commands())
+    for command in evaluate_commands("--backend", "hf"):
+        assert command[command.index("--backend") + 1] == "hf"
+
+
+def test_a_failed_stage_is_reported_under_the_name_of_the_script_the_user_ran(tmp_path, capsys):
+    import demo
+
+    stage = demo.Stage("evaluate.py (base)", log=tmp_path / "stage.log")
+    with pytest.raises(SystemExit):
+        demo.run_stage(stage, [sys.executable, "-c", "raise SystemExit(2)"], {}, False, prog="bench/real_model.py")
+    assert "bench/real_model.py: error: evaluate.py (base) failed (exit 2)" in capsys.readouterr().err
