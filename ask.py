@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import allocator
 from data import DEFAULT_DATASET
 from evaluate import DEFAULT_BASE_MODEL, EvalArguments, InputError, Plan, load_questions, make_plan
 from generation import ModelSource
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
 
         build_tiny_model(plan.smoke_model_dir)
 
+    print(f"[ask] {allocator.note()}", file=sys.stderr, flush=True)
     models = {}
     for source in [plan.base] + ([plan.tuned] if plan.tuned else []):
         print(f"[ask] loading {describe(source)}", file=sys.stderr, flush=True)
@@ -210,4 +212,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    allocator.use_fast_allocator()
     main()

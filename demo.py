@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import allocator
 from run_metrics import heldout_entries, read_jsonl
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "plot.py": [[python, "plot.py", str(grpo_dir)], [python, "plot.py", str(eval_dir)]],
     }  # fmt: skip
 
-    print(f"demo: the recipe end to end on CPU, seed {args.seed}, everything in {out}", flush=True)
+    print(f"demo: the recipe end to end on CPU, seed {args.seed}, everything in {out}; {allocator.note()}", flush=True)
     stages = []
     try:
         for number, (name, commands) in enumerate(plan.items(), start=1):
@@ -261,4 +262,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO_DIR))
+    allocator.use_fast_allocator()
     main()

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+import allocator
 from backends import ADAPTER_WEIGHTS, count_parameters, cuda_available, find_model, is_installed, unreadable_weights
 from checks import unwritable_folder
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
@@ -298,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{len(questions)} problems from {plan.dataset_name} ({args.split}), backend {backend} ({why}), "
         f"{'cuda' if on_cuda else 'cpu'}, max_new_tokens {plan.max_new_tokens}, results in {plan.output_dir}"
     )
+    log(allocator.note())
 
     def run(source: ModelSource) -> list[dict[str, Any]]:
         log(
@@ -376,4 +378,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    allocator.use_fast_allocator()
     main()

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from allocator import use_fast_allocator
 from backends import BackendError
 from options import ConfigError, exit_with, spellings
 from run_metrics import trim_metrics
@@ -174,7 +175,9 @@ def stop_after_training(argv: list[str], training_args: Any, step: int, doing: s
 
 
 def run_script(prog: str, main: Any) -> None:
-    """A training CLI's entry point: Ctrl-C before training starts has nothing to save, so one line and exit 130."""
+    """A training CLI's entry point, under a fast allocator where one is installed (allocator.py); Ctrl-C before
+    training starts has nothing to save, so one line and exit 130."""
+    use_fast_allocator()
     try:
         main()
     except KeyboardInterrupt:

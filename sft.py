@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import allocator
 import data
 import options
 import runs
@@ -96,7 +97,7 @@ class SFTScriptArguments:
 def parse_args(argv: list[str]) -> tuple[SFTScriptArguments, Any, list[str]]:
     """Parse (SFTScriptArguments, SFTConfig, notes): recipe < --smoke < --config file < flags."""
     layers = read_layers(argv, RECIPE, presets={"smoke": SMOKE_OVERRIDES})
-    notes = adapt_to_machine(layers, "hf", layers.flag("use_cpu"))
+    notes = [allocator.note(), *adapt_to_machine(layers, "hf", layers.flag("use_cpu"))]
 
     from trl import SFTConfig
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import allocator
 import data
 import options
 import rewards
@@ -205,7 +206,7 @@ def parse_args(argv: list[str]):
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             message = f"backend unsloth ({reason}): import unsloth failed: {first}; --backend hf trains without it"
             raise BackendError(message) from None
-    notes = [f"backend: {backend} ({reason})", *adapt_to_machine(layers, backend, use_cpu)]
+    notes = [f"backend: {backend} ({reason})", allocator.note(), *adapt_to_machine(layers, backend, use_cpu)]
 
     from trl import GRPOConfig
 

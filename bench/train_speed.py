@@ -1,0 +1,240 @@
+"""How fast does the CPU train the real model? A SmolLM2 GRPO step and an SFT run, split and held against limits.
+
+    python bench/train_speed.py --dataset_name ../shared/data/gsm8k
+    # before/after in one run on one machine: another commit's code checked out beside this one
+    git worktree add /tmp/before 6d3cfae
+    python bench/train_speed.py --dataset_name ../shared/data/gsm8k --code /tmp/before --code .
+    python bench/train_speed.py --dataset_name ../shared/data/gsm8k --profile      # + a GRPO step's top operators
+
+Each code folder's own train.py and sft.py run as a user runs them (a process of their own, with the allocator
+that code chooses), on the same model (models/SmolLM2-135M-Instruct: python fetch_model.py), data and settings:
+- GRPO (train.py, recipes/smollm2-135m-grpo.yaml): --grpo_steps optimizer steps of 2 problems x 4 completions of up
+  to 200 tokens, no held-out evaluation; the first step is left out as warm-up. The base model rarely stops
+  before 200 tokens, so every code version generates about as many tokens. Per completion token: the whole step,
+  generation (train.py's generation_time), rewards, and forward, backward and update (the rest).
+- SFT (sft.py, recipes/smollm2-135m-sft.yaml): --sft_samples cold-start answers, batch 8: seconds per token.
+Beside each: the share of this machine's limits it reaches (roofline.py, measured here): generation against
+reading the weights and KV cache once per decoding step (bandwidth), training against 2 x parameters FLOPs per
+token for the forward pass and as many for the backward pass to the activations. Peak resident memory and the
+CPU time spent in the kernel come from the operating system (getrusage of each run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchutil import GSM8K, REPO_DIR
+
+import allocator
+from run_metrics import read_jsonl, step_entries
+
+MODEL_DIR = REPO_DIR / "models" / "SmolLM2-135M-Instruct"
+COMPLETIONS = 8  # per GRPO step: 2 problems x 4
+GRPO_WORKLOAD = ["--num_generations", "4", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
+                 "--max_completion_length", "200", "--eval_holdout", "0", "--save_merged", "false", "--seed", "0",
+                 "--print_sample_every", "0", "--save_steps", "1000"]  # fmt: skip
+SFT_WORKLOAD = ["--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1", "--seed", "0",
+                "--save_steps", "1000", "--logging_steps", "1"]  # fmt: skip
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/train_speed.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset_name", default=str(GSM8K), help="GSM8K folder (default ../shared/data/gsm8k)")
+    parser.add_argument("--model", default=str(MODEL_DIR), help="the model folder (default models/SmolLM2-135M-Instruct)")
+    parser.add_argument("--code", action="append", help="a folder holding the project's code (repeat; default: this one)")
+    parser.add_argument("--grpo_steps", type=int, default=3, help="GRPO optimizer steps per run (default 3; 0: none)")
+    parser.add_argument("--sft_samples", type=int, default=24, help="SFT answers per run, batch 8 (default 24; 0: none)")
+    parser.add_argument("--profile", action="store_true", help="also profile one GRPO step of this folder's code")
+    parser.add_argument("--output_dir", default="outputs/train-speed", help="where the runs go (emptied first)")
+    return parser.parse_args()
+
+
+def child_env() -> dict[str, str]:
+    """Offline, and nothing preloaded by this process: each code version chooses its own allocator."""
+    env = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", allocator.TRIED_ENV)}
+    return {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run(command: list[str], cwd: Path, log: Path) -> dict[str, float]:
+    """Run a command, its output to `log`; wall, user and kernel seconds and the peak resident GB of its process."""
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)  # this process's own usage (a restart keeps its pid)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise SystemExit(f"train_speed.py: error: {' '.join(command[1:2])} failed (exit {process.returncode}); see {log}")
+    allocator_lines = [line for line in log.read_text().splitlines() if "allocator: " in line]
+    return {
+        "wall": wall, "user": usage.ru_utime, "kernel": usage.ru_stime, "peak_gb": usage.ru_maxrss / 1e6,  # kilobytes
+        "allocator": allocator_lines[0].split("allocator: ", 1)[1] if allocator_lines else "glibc malloc (not chosen)",
+    }  # fmt: skip
+
+
+def grpo_run(code: Path, args: argparse.Namespace, out: Path) -> dict:
+    """train.py's GRPO steps: medians per step and per completion token, after the first step."""
+    command = [sys.executable, "train.py", "--config", "recipes/smollm2-135m-grpo.yaml", "--model_name_or_path",
+               args.model, "--dataset_name", args.dataset_name, "--output_dir", str(out), "--max_steps",
+               str(args.grpo_steps), *GRPO_WORKLOAD]  # fmt: skip
+    usage = run(command, code, out.with_suffix(".log"))
+    entries = step_entries(read_jsonl(out / "metrics.jsonl")[0])
+    # trl's num_tokens counts prompt and completion tokens from the start of the run.
+    totals = [0] + [e["num_tokens"] for e in entries]
+    steps = [{**e, "tokens": totals[i + 1] - totals[i]} for i, e in enumerate(entries)][1:]
+    median = {key: statistics.median(e[key] for e in steps) for key in ("step_time", "generation_time", "reward_time", "tokens")}
+    median["rest_time"] = median["step_time"] - median["generation_time"] - median["reward_time"]
+    median["completion_tokens"] = statistics.median(e["completions/mean_length"] * COMPLETIONS for e in steps)
+    return {**usage, **median, "steps": len(steps)}
+
+
+def sft_run(code: Path, args: argparse.Namespace, out: Path) -> dict:
+    """sft.py on --sft_samples answers: its train_runtime per trained token."""
+    command = [sys.executable, "sft.py", "--config", "recipes/smollm2-135m-sft.yaml", "--model_name_or_path",
+               args.model, "--dataset_name", args.dataset_name, "--output_dir", str(out), "--max_samples",
+               str(args.sft_samples), *SFT_WORKLOAD]  # fmt: skip
+    usage = run(command, code, out.with_suffix(".log"))
+    entries = read_jsonl(out / "metrics.jsonl")[0]
+    runtime = next(e["train_runtime"] for e in entries if "train_runtime" in e)
+    tokens = max(e.get("num_tokens", 0) for e in entries)
+    return {**usage, "train_runtime": runtime, "tokens": tokens}
+
+
+def limits_of(model_dir: str) -> dict:
+    """This machine's measured float32 limits and the model's sizes (what the limits are computed from)."""
+    import torch
+    from benchutil import model_costs
+    from transformers import AutoModelForCausalLM
+
+    from roofline import measure_limits
+
+    limits = measure_limits("cpu", torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return {"limits": limits, **model_costs(model)}
+
+
+def against_limits(grpo: dict | None, sft: dict | None, machine: dict) -> dict:
+    """Each measured time beside the least time the machine's limits allow for the same work."""
+    from roofline import decode_limit_seconds, training_flops
+
+    limits, found = machine["limits"], {}
+    if grpo:
+        rows, new = COMPLETIONS, grpo["completion_tokens"] / COMPLETIONS
+        prompt = (grpo["tokens"] - grpo["completion_tokens"]) / COMPLETIONS
+        decode = decode_limit_seconds(rows, prompt, round(new), limits.bandwidth, machine["param_bytes"], machine["kv_per_token"])
+        train = training_flops(machine["params"], grpo["tokens"], False, 0.0) / limits.flops
+        found["generation_of_limit"] = decode / grpo["generation_time"]
+        found["training_of_limit"] = train / grpo["rest_time"]
+    if sft:
+        found["sft_of_limit"] = training_flops(machine["params"], sft["tokens"], False, 0.0) / limits.flops / sft["train_runtime"]
+    return found
+
+
+def report(code: str, grpo: dict | None, sft: dict | None, shares: dict) -> list[str]:
+    """The lines of one code folder's figures."""
+    lines = [f"{code}"]
+    if grpo:
+        per_token = 1000 / grpo["completion_tokens"]
+        lines += [
+            f"  GRPO step       {grpo['step_time']:7.2f} s  ({per_token * grpo['step_time']:6.1f} ms per completion token, "
+            f"{grpo['completion_tokens']:.0f} completion tokens, medians of {grpo['steps']} steps)",
+            f"    generation    {grpo['generation_time']:7.2f} s  ({per_token * grpo['generation_time']:6.1f} ms/token, "
+            f"{grpo['completion_tokens'] / grpo['generation_time']:5.1f} tokens/s, "
+            f"{100 * shares['generation_of_limit']:4.1f} % of the bandwidth limit)",
+            f"    rewards       {1000 * grpo['reward_time']:7.2f} ms",
+            f"    fwd+bwd+update{grpo['rest_time']:7.2f} s  ({per_token * grpo['rest_time']:6.1f} ms/token, "
+            f"{100 * shares['training_of_limit']:4.1f} % of the FLOP limit)",
+            f"    process       kernel {grpo['kernel']:.0f} s of {grpo['user'] + grpo['kernel']:.0f} s CPU time, "
+            f"peak {grpo['peak_gb']:.1f} GB resident; allocator: {grpo['allocator']}",
+        ]  # fmt: skip
+    if sft:
+        lines += [
+            f"  SFT             {1000 * sft['train_runtime'] / sft['tokens']:7.2f} ms per token ({sft['tokens']} tokens in "
+            f"{sft['train_runtime']:.1f} s, {sft['tokens'] / sft['train_runtime']:.0f} tokens/s, "
+            f"{100 * shares['sft_of_limit']:4.1f} % of the FLOP limit)",
+            f"    process       kernel {sft['kernel']:.0f} s of {sft['user'] + sft['kernel']:.0f} s CPU time, "
+            f"peak {sft['peak_gb']:.1f} GB resident; allocator: {sft['allocator']}",
+        ]  # fmt: skip
+    return lines
+
+
+def profile_grpo_step(args: argparse.Namespace, out: Path, top: int = 15) -> str:
+    """One GRPO step of this folder's code (the second: after warm-up) under torch.profiler: the top operators."""
+    import torch
+    from transformers import TrainerCallback
+
+    import train
+
+    class ProfileStep(TrainerCallback):
+        def __init__(self) -> None:
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.table = ""
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                self.profiler.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                self.profiler.__exit__(None, None, None)
+                self.table = self.profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=48)
+
+    profile = ProfileStep()
+    argv = ["--config", str(REPO_DIR / "recipes" / "smollm2-135m-grpo.yaml"), "--model_name_or_path", args.model,
+            "--dataset_name", args.dataset_name, "--output_dir", str(out), "--max_steps", "2", *GRPO_WORKLOAD]  # fmt: skip
+    train.main(argv, extra_callbacks=[profile])
+    return profile.table
+
+
+def main() -> None:
+    args = parse_args()
+    allocator.use_fast_allocator()  # for the profile, which runs in this process; the runs choose their own
+    codes = [Path(code).resolve() for code in (args.code or [str(REPO_DIR)])]
+    for code in codes:
+        if not (code / "train.py").is_file():
+            raise SystemExit(f"train_speed.py: error: --code {code}: no train.py there")
+    if not Path(args.model, "config.json").is_file():
+        raise SystemExit(f"train_speed.py: error: no model in {args.model}: run python fetch_model.py first")
+    out = Path(args.output_dir).resolve()
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    machine = limits_of(args.model)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "cpu")  # fmt: skip
+    print(f"machine: {cpu}, {os.cpu_count()} cores; {machine['limits'].describe()}", flush=True)
+    results = []
+    for number, code in enumerate(codes):
+        grpo = grpo_run(code, args, out / f"grpo-{number}") if args.grpo_steps else None
+        sft = sft_run(code, args, out / f"sft-{number}") if args.sft_samples else None
+        shares = against_limits(grpo, sft, machine)
+        results.append({"code": str(code), "grpo": grpo, "sft": sft, "shares": shares})
+        print("\n".join(report(str(code), grpo, sft, shares)), flush=True)
+    (out / "train_speed.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if args.profile:
+        print("\nprofile of one GRPO step (this folder's code), by self CPU time:\n" + profile_grpo_step(args, out / "profile"))
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        ratios = []
+        if first["grpo"] and last["grpo"]:
+            per_token = lambda r, key: r["grpo"][key] / r["grpo"]["completion_tokens"]  # noqa: E731
+            ratios += [f"GRPO per completion token {per_token(first, 'step_time') / per_token(last, 'step_time'):.2f}x",
+                       f"generation {per_token(first, 'generation_time') / per_token(last, 'generation_time'):.2f}x",
+                       f"fwd+bwd+update {per_token(first, 'rest_time') / per_token(last, 'rest_time'):.2f}x"]  # fmt: skip
+        if first["sft"] and last["sft"]:
+            per_token_sft = lambda r: r["sft"]["train_runtime"] / r["sft"]["tokens"]  # noqa: E731
+            ratios.append(f"SFT per token {per_token_sft(first) / per_token_sft(last):.2f}x")
+        print(f"\nlast against first code: {', '.join(ratios)}")
+
+
+if __name__ == "__main__":
+    main()
