@@ -170,8 +170,10 @@ def load_training_data(script_args: SFTScriptArguments, training_args: Any) -> A
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse, check, load data and model, fine-tune, save; exits 130 after a Ctrl-C (a checkpoint is saved)."""
+def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> None:
+    """Parse, check, load data and model, fine-tune, save; exits 130 after a Ctrl-C (a checkpoint is saved).
+
+    `extra_callbacks` join the trainer's (tests, benchmarks)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     with runs.exit_on_bad_config(PROG):
         script_args, training_args, notes = parse_args(argv)
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsFileCallback(training_args.output_dir, interrupt), interrupt],
+        callbacks=[MetricsFileCallback(training_args.output_dir, interrupt), interrupt, *(extra_callbacks or [])],
     )
 
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
