@@ -314,6 +314,12 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         callbacks=[*callbacks, *([heldout_progress] if heldout_progress else []), *(extra_callbacks or [])],
     )
     sharded = training_args.deepspeed or training_args.fsdp  # a shard of each weight per process: nothing to fold into
+    if backend == "hf" and not training_args.use_vllm and not sharded:
+        from shared_prompt import generate_reading_prompts_once
+
+        filler = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id  # masked
+        generate_reading_prompts_once(trainer.model, filler)  # wrapped by the merge below: the same weights
+        main_process_print("generation: the shared system prompt and each distinct prompt run through the model once")
     if script_args.generate_merged and backend == "hf" and not training_args.use_vllm and not sharded:
         from lora_merge import generate_merged
 
