@@ -198,8 +198,10 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     from trl import SFTTrainer
 
     from callbacks import GracefulInterruptCallback, MetricsFileCallback
+    from lm_head import score_labelled_positions_only
 
     model, peft_config = load_model(script_args, training_args)
+    score_labelled_positions_only()  # the CPU's loss projects the answer's positions only, as CUDA's does
     runs.save_run_config(script_args, training_args, "hf")
     interrupt = GracefulInterruptCallback()
     trainer = SFTTrainer(

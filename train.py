@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     from trl import GRPOTrainer
 
     from backends import load_model
+    from lm_head import score_labelled_positions_only
     from callbacks import (
         CompletionsCallback,
         GracefulInterruptCallback,
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     )
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
+    score_labelled_positions_only()  # the CPU's loss projects the completion's positions only, as CUDA's does
     interrupt = GracefulInterruptCallback()
     eval_temperature = training_args.temperature if heldout is not None else None
     step_time = StepTimeCallback()
