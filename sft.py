@@ -41,6 +41,7 @@ import options
 import runs
 from backends import find_model, lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint, make_writable_output_dir
+from memory_needs import memory_note
 from options import SMOKE_TRAINING, ConfigError, exit_with, read_layers, shared_option
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -180,7 +181,13 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         check_device(script_args, training_args)
         check_config(script_args, training_args)
         resume_from = find_checkpoint(script_args, training_args)
-    for note in notes:
+    if training_args.use_cpu:
+        notes.append(memory_note(
+            script_args.model_name_or_path, training_args.per_device_train_batch_size, training_args.max_length or 1024,
+            training_args.gradient_accumulation_steps, full_tuning=not script_args.use_peft,
+            gradient_checkpointing=training_args.gradient_checkpointing,
+        ))  # fmt: skip
+    for note in filter(None, notes):
         runs.main_process_print(note)
 
     # Data before the model: a bad dataset fails in seconds.

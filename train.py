@@ -54,6 +54,7 @@ from checks import (
     find_checkpoint,
 )
 from heldout import hold_out, with_scorers
+from memory_needs import memory_note
 from options import SMOKE_TRAINING, ConfigError, exit_with, read_layers, shared_option
 from runs import (
     exit_on_bad_config,
@@ -252,7 +253,13 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         clear_smoke_folder(script_args, training_args)
         reward_funcs = check_config(script_args, training_args, builds_model=smoke_builds_model(script_args))
         resume_from = find_checkpoint(script_args, training_args)
-    for note in notes:
+    if training_args.use_cpu:
+        notes.append(memory_note(
+            script_args.model_name_or_path, training_args.per_device_train_batch_size,
+            script_args.max_prompt_length + training_args.max_completion_length, training_args.gradient_accumulation_steps,
+            gradient_checkpointing=training_args.gradient_checkpointing,
+        ))  # fmt: skip
+    for note in filter(None, notes):
         main_process_print(note)
 
     # Data (and the tokenizer that measures prompts) before the model: a bad dataset fails in seconds.
