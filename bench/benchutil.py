@@ -73,6 +73,52 @@ def gsm8k_prompts(dataset_name: str, count: int) -> list:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Commands run as a user runs them, measured by the operating system
+
+
+def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Offline, and no allocator preloaded by this process: a script started with it chooses its own (allocator.py)."""
+    env = dict(os.environ if env is None else env)
+    for name in ("LD_PRELOAD", "GRPO_ALLOCATOR_TRIED"):
+        env.pop(name, None)
+    return {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_measured(command: list[str], cwd: Path, log: Path) -> dict[str, Any]:
+    """Run `command` (output to `log`); its wall, user and kernel seconds and peak resident GB, descendants included.
+
+    wait4 reports the process's own usage (a script that starts itself again keeps its pid), its CPU times with
+    its children's, and the largest resident size among it and its children (demo.py's stages, vLLM's workers).
+    Exit code other than 0: SystemExit naming the log.
+    """
+    import subprocess
+
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: error: {' '.join(command[1:3])} failed (exit {process.returncode}); see {log}")
+    allocator_lines = [line for line in log.read_text().splitlines() if "allocator: " in line]
+    return {
+        "wall": time.perf_counter() - start, "user": usage.ru_utime, "kernel": usage.ru_stime,
+        "peak_gb": usage.ru_maxrss * 1024 / 1e9,  # kibibytes
+        "allocator": allocator_lines[0].split("allocator: ", 1)[1] if allocator_lines else "glibc malloc (not chosen)",
+    }  # fmt: skip
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo) and its core count."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = "cpu"
+    return f"{name}, {os.cpu_count()} cores"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Timers
 
 

@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchutil import GSM8K, REPO_DIR
+from benchutil import GSM8K, REPO_DIR, cpu_name, run_measured
 
 import allocator
 from run_metrics import read_jsonl, step_entries
@@ -56,35 +53,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def child_env() -> dict[str, str]:
-    """Offline, and nothing preloaded by this process: each code version chooses its own allocator."""
-    env = {key: value for key, value in os.environ.items() if key not in ("LD_PRELOAD", allocator.TRIED_ENV)}
-    return {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def run(command: list[str], cwd: Path, log: Path) -> dict[str, float]:
-    """Run a command, its output to `log`; wall, user and kernel seconds and the peak resident GB of its process."""
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)  # this process's own usage (a restart keeps its pid)
-        process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if process.returncode != 0:
-        raise SystemExit(f"train_speed.py: error: {' '.join(command[1:2])} failed (exit {process.returncode}); see {log}")
-    allocator_lines = [line for line in log.read_text().splitlines() if "allocator: " in line]
-    return {
-        "wall": wall, "user": usage.ru_utime, "kernel": usage.ru_stime, "peak_gb": usage.ru_maxrss / 1e6,  # kilobytes
-        "allocator": allocator_lines[0].split("allocator: ", 1)[1] if allocator_lines else "glibc malloc (not chosen)",
-    }  # fmt: skip
-
-
 def grpo_run(code: Path, args: argparse.Namespace, out: Path) -> dict:
     """train.py's GRPO steps: medians per step and per completion token, after the first step."""
     command = [sys.executable, "train.py", "--config", "recipes/smollm2-135m-grpo.yaml", "--model_name_or_path",
                args.model, "--dataset_name", args.dataset_name, "--output_dir", str(out), "--max_steps",
                str(args.grpo_steps), *GRPO_WORKLOAD]  # fmt: skip
-    usage = run(command, code, out.with_suffix(".log"))
+    usage = run_measured(command, code, out.with_suffix(".log"))
     entries = step_entries(read_jsonl(out / "metrics.jsonl")[0])
     # trl's num_tokens counts prompt and completion tokens from the start of the run.
     totals = [0] + [e["num_tokens"] for e in entries]
@@ -100,7 +74,7 @@ def sft_run(code: Path, args: argparse.Namespace, out: Path) -> dict:
     command = [sys.executable, "sft.py", "--config", "recipes/smollm2-135m-sft.yaml", "--model_name_or_path",
                args.model, "--dataset_name", args.dataset_name, "--output_dir", str(out), "--max_samples",
                str(args.sft_samples), *SFT_WORKLOAD]  # fmt: skip
-    usage = run(command, code, out.with_suffix(".log"))
+    usage = run_measured(command, code, out.with_suffix(".log"))
     entries = read_jsonl(out / "metrics.jsonl")[0]
     runtime = next(e["train_runtime"] for e in entries if "train_runtime" in e)
     tokens = max(e.get("num_tokens", 0) for e in entries)
@@ -209,9 +183,7 @@ def main() -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     machine = limits_of(args.model)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "cpu")  # fmt: skip
-    print(f"machine: {cpu}, {os.cpu_count()} cores; {machine['limits'].describe()}", flush=True)
+    print(f"machine: {cpu_name()}; {machine['limits'].describe()}", flush=True)
     results = []
     for number, code in enumerate(codes):
         grpo = grpo_run(code, args, out / f"grpo-{number}") if args.grpo_steps else None
@@ -223,18 +195,24 @@ def main() -> None:
     if args.profile:
         print("\nprofile of one GRPO step (this folder's code), by self CPU time:\n" + profile_grpo_step(args, out / "profile"))
     if len(results) > 1:
-        first, last = results[0], results[-1]
-        ratios = []
-        if first["grpo"] and last["grpo"]:
-            per_token = lambda r, key: r["grpo"][key] / r["grpo"]["completion_tokens"]  # noqa: E731
-            ratios += [f"GRPO per completion token {per_token(first, 'step_time') / per_token(last, 'step_time'):.2f}x",
-                       f"generation {per_token(first, 'generation_time') / per_token(last, 'generation_time'):.2f}x",
-                       f"fwd+bwd+update {per_token(first, 'rest_time') / per_token(last, 'rest_time'):.2f}x"]  # fmt: skip
-        if first["sft"] and last["sft"]:
-            per_token_sft = lambda r: r["sft"]["train_runtime"] / r["sft"]["tokens"]  # noqa: E731
-            ratios.append(f"SFT per token {per_token_sft(first) / per_token_sft(last):.2f}x")
-        print(f"\nlast against first code: {', '.join(ratios)}")
+        print(f"\nlast against first code: {speedups(results[0], results[-1])}")
 
+
+def speedups(before: dict, after: dict) -> str:
+    """Per-token ratios of two code folders' runs: how many times faster `after` is."""
+
+    def per_token(result: dict, key: str) -> float:
+        return result["grpo"][key] / result["grpo"]["completion_tokens"]
+
+    ratios = []
+    if before["grpo"] and after["grpo"]:
+        for name, key in (("GRPO per completion token", "step_time"), ("generation", "generation_time"),
+                          ("fwd+bwd+update", "rest_time")):  # fmt: skip
+            ratios.append(f"{name} {per_token(before, key) / per_token(after, key):.2f}x")
+    if before["sft"] and after["sft"]:
+        sft_seconds = [r["sft"]["train_runtime"] / r["sft"]["tokens"] for r in (before, after)]
+        ratios.append(f"SFT per token {sft_seconds[0] / sft_seconds[1]:.2f}x")
+    return ", ".join(ratios)
 
 if __name__ == "__main__":
     main()

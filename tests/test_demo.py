@@ -27,19 +27,22 @@ def test_an_output_dir_that_is_a_file_is_refused_in_one_line(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_summary_table_reports_both_stages_each_kind_of_problem_the_gain_and_the_times():
-    stages = [demo.Stage("sft.py", 100.0), demo.Stage("train.py (GRPO)", 200.0)]
+def test_summary_table_reports_each_model_each_kind_of_problem_the_gain_and_the_times():
+    stages = [demo.Stage("fetch_model.py", 40.0), demo.Stage("sft.py", 100.0), demo.Stage("train.py (GRPO)", 200.0)]
     counts = {"n": 200, "n_one_step": 80, "n_two_step": 120}
     models = {
+        "fetched": {**counts, "strict": 0.0, "strict_one_step": 0.0, "strict_two_step": 0.0, "formatted": 0.0},
         "base": {**counts, "strict": 0.3, "strict_one_step": 0.75, "strict_two_step": 0.0, "formatted": 0.99},
         "tuned": {**counts, "strict": 0.55, "strict_one_step": 0.8, "strict_two_step": 0.3833, "formatted": 1.0},
     }
     text = demo.summary_table(stages, models, [(0, 0.3), (75, 0.5)])
+    assert "as fetched               0.000     0.000     0.000      0.000" in text
     assert "after SFT                0.300     0.750     0.000      0.990" in text
     assert "after GRPO               0.550     0.800     0.383      1.000" in text
-    assert "gain                    +0.250    +0.050    +0.383     +0.010" in text
+    assert "gain (GRPO - SFT)       +0.250    +0.050    +0.383     +0.010" in text
     assert "80 one-step, 120 two-step" in text
-    assert "0:0.30  75:0.50" in text and "total                     300 s" in text
+    assert "0:0.30  75:0.50" in text
+    assert "fetch_model.py               40 s" in text and "total after the fetch       300 s" in text
 
 
 def test_strict_accuracy_is_split_by_the_number_of_steps(tmp_path):
