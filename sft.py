@@ -220,6 +220,10 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         callbacks=[MetricsFileCallback(training_args.output_dir, interrupt), interrupt, *(extra_callbacks or [])],
     )
 
+    from shared_prompt import train_reading_prompts_once
+
+    train_reading_prompts_once(trainer.model)  # the system prompt every answer follows runs through the model once
+
     # Train: a crash loses at most save_steps of work, Ctrl-C saves first.
     if resume_from:
         runs.resume_metrics(training_args.output_dir, resume_from)

@@ -1,4 +1,5 @@
-"""GRPO rollouts that read each prompt once: the shared system prompt once per batch, each problem once per group.
+"""Prompts read once: in GRPO's rollouts (the shared system prompt once per batch, each problem once per group),
+and in the training forward pass of GRPO and SFT (the columns every row of a prompt group shares, once).
 
 trl generates a GRPO step's completions as one batch of num_generations copies of each prompt, left padded, and
 transformers' generate runs the whole batch through the model before the first new token: on the CPU that
@@ -11,8 +12,19 @@ prompt is there num_generations times. `generate_reading_prompts_once` wraps the
 Each row is laid out as prefix + padding + its own tokens (the padding masked, positions counted from the
 attention mask), the width trl gave, so trl cuts the completions where it expects them. Every row attends to the
 same tokens at the same positions as before: greedy tokens are unchanged (tests/test_shared_prompt.py); only
-float rounding of the prompt's activations can differ. torch and transformers are imported inside the functions.
+float rounding of the prompt's activations can differ.
+
+`train_reading_prompts_once` does the same for the loss's forward and backward passes. trl scores a batch as
+rows of prompt + completion, and a GRPO batch holds each prompt num_generations times: every copy runs through
+every layer, forward and backward, though only the completion's positions are scored. Wrapped, the backbone runs
+the columns before the first scored position once per distinct row (a GRPO group's prompt, or the system prompt
+all SFT rows begin with), copies their keys and values to the rows (autograd sums the copies' gradients, as the
+full batch would), and runs the rest from that cache at the same positions. The same loss and gradients within
+float32 rounding (tests/test_shared_prompt.py), for fewer tokens through the model.
+torch and transformers are imported inside the functions.
 """
+
+import contextvars
 
 from __future__ import annotations
 
@@ -21,6 +33,8 @@ from typing import Any
 
 # A prefix shorter than this is not worth its own forward pass (generation.py's threshold for evaluation).
 MIN_SHARED_PREFIX = 16
+# The first scored column of the fused forward call in progress (None: none, or not a scored call).
+_SCORED_FROM: contextvars.ContextVar[int | None] = contextvars.ContextVar("scored_from", default=None)
 
 
 def shared_prefix_length(rows: list[list[int]]) -> int:
@@ -88,3 +102,57 @@ def generate_reading_prompts_once(model: Any, pad_id: int) -> None:
         return original(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
 
     model.generate = generate
+
+
+def first_scored_column(labels: Any) -> int | None:
+    """The first column where some row has a label (trl masks the prompt with -100), None when none has."""
+    scored = (labels != -100).any(dim=0).nonzero()
+    return int(scored[0]) if len(scored) else None
+
+
+def train_reading_prompts_once(model: Any) -> bool:
+    """Make the loss's forward pass read the columns before the first scored one once per distinct row (module
+    docstring). `model`: the trainer's model after trl added its fused LM head; False where there is none."""
+    import torch
+    from transformers import DynamicCache
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    fused_forward = vars(causal_lm).get("forward")  # trl's fused head replaces the instance's forward
+    backbone = getattr(causal_lm, "base_model", None)
+    if fused_forward is None or backbone is None or backbone is causal_lm:
+        return False
+    if getattr(backbone, "gradient_checkpointing", False):
+        return False  # checkpointed layers run without a cache
+    backbone_forward = backbone.forward
+
+    @functools.wraps(fused_forward)
+    def scored_forward(*args: Any, fused_lm_head: bool = False, labels: Any = None, **kwargs: Any) -> Any:
+        scored_from = first_scored_column(labels) if fused_lm_head and labels is not None and not args else None
+        token = _SCORED_FROM.set(scored_from)
+        try:
+            return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, **kwargs)
+        finally:
+            _SCORED_FROM.reset(token)
+
+    @functools.wraps(backbone_forward)
+    def shared_backbone(*args: Any, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
+        width = _SCORED_FROM.get()
+        own_inputs = args or kwargs.get("past_key_values") is not None or kwargs.get("inputs_embeds") is not None
+        if own_inputs or width is None or input_ids is None or attention_mask is None or not 0 < width < input_ids.shape[1]:
+            return backbone_forward(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        heads = torch.cat([input_ids[:, :width], attention_mask[:, :width]], dim=1)
+        distinct, which = torch.unique(heads, dim=0, return_inverse=True)
+        if len(distinct) == len(heads):
+            return backbone_forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        kwargs = {**kwargs, "use_cache": True}
+        cache = DynamicCache(config=backbone.config)
+        head = backbone_forward(input_ids=distinct[:, :width], attention_mask=distinct[:, width:], past_key_values=cache, **kwargs)
+        cache.batch_select_indices(which)
+        tail = backbone_forward(input_ids=input_ids[:, width:], attention_mask=attention_mask, past_key_values=cache, **kwargs)
+        hidden = torch.cat([head.last_hidden_state[which], tail.last_hidden_state], dim=1)
+        return BaseModelOutputWithPast(last_hidden_state=hidden)
+
+    causal_lm.forward = scored_forward
+    backbone.forward = shared_backbone
+    return True

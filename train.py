@@ -323,6 +323,11 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         callbacks=[*callbacks, *([heldout_progress] if heldout_progress else []), *(extra_callbacks or [])],
     )
     sharded = training_args.deepspeed or training_args.fsdp  # a shard of each weight per process: nothing to fold into
+    if backend == "hf" and not sharded:
+        from shared_prompt import train_reading_prompts_once
+
+        if train_reading_prompts_once(trainer.model):
+            main_process_print("loss: each group's prompt runs through the model once, its completions from its cache")
     if backend == "hf" and not training_args.use_vllm and not sharded:
         from shared_prompt import generate_reading_prompts_once
 

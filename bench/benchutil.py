@@ -84,18 +84,18 @@ def clean_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def run_measured(command: list[str], cwd: Path, log: Path) -> dict[str, Any]:
+def run_measured(command: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `command` (output to `log`); its wall, user and kernel seconds and peak resident GB, descendants included.
 
     wait4 reports the process's own usage (a script that starts itself again keeps its pid), its CPU times with
     its children's, and the largest resident size among it and its children (demo.py's stages, vLLM's workers).
-    Exit code other than 0: SystemExit naming the log.
+    `env`: variables to set on top of clean_env(). Exit code other than 0: SystemExit naming the log.
     """
     import subprocess
 
     start = time.perf_counter()
     with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env={**clean_env(), **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:

@@ -5,6 +5,8 @@
     git worktree add /tmp/before 6d3cfae
     python bench/train_speed.py --dataset_name ../shared/data/gsm8k --code /tmp/before --code .
     python bench/train_speed.py --dataset_name ../shared/data/gsm8k --profile      # + a GRPO step's top operators
+    # allocators side by side on this code: glibc's malloc and each library GRPO_ALLOCATOR can name
+    python bench/train_speed.py --allocator glibc --allocator /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 
 Each code folder's own train.py and sft.py run as a user runs them (a process of their own, with the allocator
 that code chooses), on the same model (models/SmolLM2-135M-Instruct: python fetch_model.py), data and settings:
@@ -46,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dataset_name", default=str(GSM8K), help="GSM8K folder (default ../shared/data/gsm8k)")
     parser.add_argument("--model", default=str(MODEL_DIR), help="the model folder (default models/SmolLM2-135M-Instruct)")
     parser.add_argument("--code", action="append", help="a folder holding the project's code (repeat; default: this one)")
+    parser.add_argument("--allocator", action="append",
+                        help="run this folder's code with GRPO_ALLOCATOR set to this (glibc, or a library path; repeat)")
     parser.add_argument("--grpo_steps", type=int, default=3, help="GRPO optimizer steps per run (default 3; 0: none)")
     parser.add_argument("--sft_samples", type=int, default=24, help="SFT answers per run, batch 8 (default 24; 0: none)")
     parser.add_argument("--profile", action="store_true", help="also profile one GRPO step of this folder's code")
@@ -53,12 +57,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def grpo_run(code: Path, args: argparse.Namespace, out: Path) -> dict:
+def grpo_run(code: Path, args: argparse.Namespace, out: Path, env: dict[str, str]) -> dict:
     """train.py's GRPO steps: medians per step and per completion token, after the first step."""
     command = [sys.executable, "train.py", "--config", "recipes/smollm2-135m-grpo.yaml", "--model_name_or_path",
                args.model, "--dataset_name", args.dataset_name, "--output_dir", str(out), "--max_steps",
                str(args.grpo_steps), *GRPO_WORKLOAD]  # fmt: skip
-    usage = run_measured(command, code, out.with_suffix(".log"))
+    usage = run_measured(command, code, out.with_suffix(".log"), env)
     entries = step_entries(read_jsonl(out / "metrics.jsonl")[0])
     # trl's num_tokens counts prompt and completion tokens from the start of the run.
     totals = [0] + [e["num_tokens"] for e in entries]
@@ -69,12 +73,12 @@ def grpo_run(code: Path, args: argparse.Namespace, out: Path) -> dict:
     return {**usage, **median, "steps": len(steps)}
 
 
-def sft_run(code: Path, args: argparse.Namespace, out: Path) -> dict:
+def sft_run(code: Path, args: argparse.Namespace, out: Path, env: dict[str, str]) -> dict:
     """sft.py on --sft_samples answers: its train_runtime per trained token."""
     command = [sys.executable, "sft.py", "--config", "recipes/smollm2-135m-sft.yaml", "--model_name_or_path",
                args.model, "--dataset_name", args.dataset_name, "--output_dir", str(out), "--max_samples",
                str(args.sft_samples), *SFT_WORKLOAD]  # fmt: skip
-    usage = run_measured(command, code, out.with_suffix(".log"))
+    usage = run_measured(command, code, out.with_suffix(".log"), env)
     entries = read_jsonl(out / "metrics.jsonl")[0]
     runtime = next(e["train_runtime"] for e in entries if "train_runtime" in e)
     tokens = max(e.get("num_tokens", 0) for e in entries)
@@ -184,13 +188,17 @@ def main() -> None:
     out.mkdir(parents=True)
     machine = limits_of(args.model)
     print(f"machine: {cpu_name()}; {machine['limits'].describe()}", flush=True)
+    # (label, code folder, environment): each code as it runs, or this folder's code under each allocator asked for.
+    variants = [(str(code), code, {}) for code in codes] if not args.allocator else [
+        (f"{REPO_DIR} with GRPO_ALLOCATOR={choice}", REPO_DIR, {allocator.CHOICE_ENV: choice}) for choice in args.allocator
+    ]  # fmt: skip
     results = []
-    for number, code in enumerate(codes):
-        grpo = grpo_run(code, args, out / f"grpo-{number}") if args.grpo_steps else None
-        sft = sft_run(code, args, out / f"sft-{number}") if args.sft_samples else None
+    for number, (label, code, env) in enumerate(variants):
+        grpo = grpo_run(code, args, out / f"grpo-{number}", env) if args.grpo_steps else None
+        sft = sft_run(code, args, out / f"sft-{number}", env) if args.sft_samples else None
         shares = against_limits(grpo, sft, machine)
-        results.append({"code": str(code), "grpo": grpo, "sft": sft, "shares": shares})
-        print("\n".join(report(str(code), grpo, sft, shares)), flush=True)
+        results.append({"code": label, "grpo": grpo, "sft": sft, "shares": shares})
+        print("\n".join(report(label, grpo, sft, shares)), flush=True)
     (out / "train_speed.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.profile:
         print("\nprofile of one GRPO step (this folder's code), by self CPU time:\n" + profile_grpo_step(args, out / "profile"))
