@@ -48,15 +48,17 @@ def default_threads() -> int:
 
 
 class GgufChat:
-    """One GGUF model loaded in llama.cpp, answering chat messages."""
+    """One GGUF model loaded in llama.cpp, answering chat messages with `max_new_tokens` at `temperature`."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, context: int = CONTEXT_TOKENS):
+    def __init__(self, path: str | Path, max_new_tokens: int = 512, temperature: float = 0.0, threads: int | None = None):
         import llama_cpp
 
-        self.path = str(path)
+        self.path, self.max_new_tokens, self.temperature = str(path), max_new_tokens, temperature
         self._lib = llama_cpp
+        threads = threads or default_threads()
+        # The prompt's threads too: llama-cpp-python would give it every core, and a busy one stalls the others.
         self.llm = llama_cpp.Llama(
-            model_path=self.path, n_ctx=context, n_threads=threads or default_threads(), verbose=False
+            model_path=self.path, n_ctx=CONTEXT_TOKENS, n_threads=threads, n_threads_batch=threads, verbose=False
         )
         self.template = self.llm.metadata.get("tokenizer.chat_template")
         vocab = self.llm._model
@@ -100,11 +102,11 @@ class GgufChat:
         """The text of `ids`, special tokens left out."""
         return self.llm.detokenize(ids).decode("utf-8", errors="replace")
 
-    def stream_answer(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0) -> str:
+    def stream_answer(self, messages: list[dict[str, str]]) -> str:
         """Answer `messages`, printing the answer as it comes; return its text (without the end token)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
         answer = []
-        for token in self.generate(self.tokenize(self.prompt(messages)), max_new_tokens, temperature):
+        for token in self.generate(self.tokenize(self.prompt(messages)), self.max_new_tokens, self.temperature):
             if self.is_end(token):
                 break
             answer.append(token)
