@@ -66,6 +66,19 @@ def probe(gguf, texts: list[str], new_tokens: int) -> dict:
     return json.loads(done.stdout)
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread for the block: on a busy 2-core machine two threads made the reference 10x slower."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 class Reference:
     """transformers on a model folder (an adapter merged in): chat prompts, their ids and greedy answer ids."""
 
@@ -79,7 +92,8 @@ class Reference:
         self.texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
         self.ids = [self.tokenizer(t, add_special_tokens=False).input_ids for t in self.texts]
         source = ModelSource("tuned", self.model, str(tokenizer_folder), adapter=self.adapter)
-        self.greedy = [c.token_ids for c in generate_hf(source, messages, new_tokens, batch_size=len(messages))]
+        with one_torch_thread():
+            self.greedy = [c.token_ids for c in generate_hf(source, messages, new_tokens, batch_size=len(messages))]
 
     def divergence_gaps(self, answers: list[list[int]]) -> list[float]:
         """For each answer unlike transformers', the gap between transformers' two best logits where they part."""
@@ -94,7 +108,7 @@ class Reference:
         gaps = []
         for ids, ours, theirs in differing:
             k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
-            with torch.inference_mode():
+            with torch.inference_mode(), one_torch_thread():
                 top = model(torch.tensor([ids + ours[:k]])).logits[0, -1].topk(2).values
             gaps.append((top[0] - top[1]).item())
         return gaps
@@ -164,21 +178,22 @@ def test_q8_0_loads_and_answers_like_transformers_but_for_rounding(smollm):
     assert all(gap < 0.5 for gap in gaps), gaps  # 8-bit weights move logits by tenths, not more
 
 
-@pytest.mark.parametrize("kind, tolerance", [("f32", 1e-4), ("f16", 0.1)])
-def test_fetch_model_reads_the_export_back_into_the_folder_s_logits(smollm, real_model, kind, tolerance):
-    """The round trip: fetch_model.py's reader (transformers' GGUF loader, which undoes Llama's q/k reordering and
-    the renaming) on the exported file, against the folder it was exported from; f16 within its rounding."""
+def test_fetch_model_reads_the_export_back_into_the_folder_s_logits(smollm, real_model):
+    """The round trip: the f32 file through fetch_model.py's reader (its metadata, then transformers' GGUF loader,
+    which undoes Llama's q/k reordering and the renaming) gives the folder's logits back. (By hand, the whole
+    `fetch_model.py --gguf` of the f16 file: see docs/BENCHMARKS.md.)"""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from fetch_model import CHECK_TEXT, load_gguf, read_metadata
+    from fetch_model import CHECK_TEXT, read_metadata
 
-    assert read_metadata(smollm["files"][kind])["special_ids"]["eos_token"] == 2
+    path = smollm["files"]["f32"]
+    assert read_metadata(path)["special_ids"]["eos_token"] == 2
     ids = smollm["reference"].tokenizer(CHECK_TEXT, return_tensors="pt").input_ids
-    with torch.inference_mode():
-        exported = load_gguf(smollm["files"][kind])[0].eval()(ids).logits
+    with torch.inference_mode(), one_torch_thread():
+        exported = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).eval()(ids).logits
         original = AutoModelForCausalLM.from_pretrained(real_model).eval()(ids).logits
-    assert (exported - original).abs().max().item() < tolerance
+    assert (exported - original).abs().max().item() < 1e-4
 
 
 # --- tiny random models and a LoRA adapter --------------------------------------------------------------------
