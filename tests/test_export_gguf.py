@@ -332,3 +332,30 @@ def test_an_adapter_on_a_4_bit_base_is_refused(tiny_models, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": str(base)}))
     assert "is stored in 4 bits" in error_line(adapter, "--output", tmp_path / "m.gguf")
     assert not (tmp_path / "m.gguf").exists()
+
+
+def report(count: int = PROBLEMS) -> None:
+    """docs/BENCHMARKS.md's figures: SmolLM2 exported in every --outtype, each against transformers on `count`
+    GSM8K problems (tokenization, 48 greedy tokens, the near-tie gaps where they part) and the export's time."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from conftest import REAL_MODEL_DIR
+
+    reference = Reference(REAL_MODEL_DIR, questions(count), NEW_TOKENS)
+    print(f"SmolLM2 ({REAL_MODEL_DIR}), {count} problems, {NEW_TOKENS} greedy tokens, transformers float32 as reference")
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in ("f32", "f16", "bf16", "q8_0"):
+            started = time.perf_counter()
+            path = export(REAL_MODEL_DIR, Path(folder) / f"{kind}.gguf", "--outtype", kind)
+            seconds = time.perf_counter() - started
+            run = probe(path, reference.texts, NEW_TOKENS)
+            same_tokens = sum(a == b for a, b in zip(run["tokens"], reference.ids))
+            same, gaps = agreement(reference, run["greedy"])
+            print(f"{kind:>5}: export {seconds:5.1f} s, {path.stat().st_size / 1e6:6.1f} MB; tokenization {same_tokens}/{count}, "
+                  f"greedy {same}/{count}; top-2 gaps where they part: {', '.join(f'{g:.3f}' for g in gaps) or '-'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    report()
