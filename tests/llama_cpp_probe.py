@@ -1,6 +1,7 @@
 """llama.cpp's own reading of a GGUF file, in a process of its own (a C++ exception in llama.cpp aborts the whole
 process): `python tests/llama_cpp_probe.py FILE.gguf PROMPTS.json MAX_NEW_TOKENS` prints, as JSON, llama.cpp's
-ids for each prompt text and its greedy answer ids (the end-of-generation token included when reached)."""
+ids for each prompt text, its greedy answer ids (the end-of-generation token included when reached), the ids it
+ends generation at, and the file's metadata."""
 
 import json
 import sys
@@ -16,7 +17,8 @@ def main() -> None:
     chat = GgufChat(path)
     tokens = [chat.tokenize(text) for text in prompts]
     greedy = [list(chat.generate(ids, max_new_tokens)) if max_new_tokens else [] for ids in tokens]
-    print(json.dumps({"tokens": tokens, "greedy": greedy, "metadata": chat.llm.metadata}))
+    eog = [token for token in range(chat.llm.n_vocab()) if chat.is_end(token)]
+    print(json.dumps({"tokens": tokens, "greedy": greedy, "eog": eog, "metadata": chat.llm.metadata}))
 
 
 if __name__ == "__main__":
