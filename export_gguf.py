@@ -50,7 +50,8 @@ class ExportArguments:
         metadata={"help": "Merged model folder, full checkpoint or LoRA adapter folder (also the first argument)."},
     )
     output: str | None = field(
-        default=None, metadata={"help": "The .gguf file to write; Modelfile goes beside it. Default: exports/NAME-OUTTYPE.gguf"}
+        default=None,
+        metadata={"help": "The .gguf file to write; Modelfile goes beside it. Default: exports/NAME-OUTTYPE.gguf"},
     )
     outtype: Literal["f32", "f16", "bf16", "q8_0"] = field(
         default="f16", metadata={"help": "Weight type: f32, f16, bf16, or q8_0 (8-bit, blocks of 32)."}
@@ -275,9 +276,11 @@ def export(job: Job, outtype: str) -> dict[str, Any]:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+        writer.close()
+        os.replace(partial, job.output)
     finally:
         writer.close()
-    os.replace(partial, job.output)
+        partial.unlink(missing_ok=True)  # an export cut short leaves no file that looks complete
     modelfile_path = job.output.parent / "Modelfile"
     modelfile_path.write_text(modelfile(job.output.name, job.vocab, SYSTEM_PROMPT))
     return {"seconds": time.perf_counter() - started, "bytes": job.output.stat().st_size, "modelfile": modelfile_path}
@@ -298,7 +301,8 @@ def main(argv: list[str] | None = None) -> Path:
         f"{job.output}: {done['bytes'] / 1e6:.1f} MB in {done['seconds']:.1f} s; tokenizer {job.vocab.pre}, "
         f"eos {job.vocab.end_of_turn!r}; {done['modelfile']} for Ollama\n"
         f"next:  llama-cli -m {job.output}\n"
-        f"       cd {job.output.parent} && ollama create {job.output.stem} -f Modelfile && ollama run {job.output.stem}\n"
+        f"       cd {job.output.parent} && ollama create {job.output.stem} -f Modelfile"
+        f" && ollama run {job.output.stem}\n"
         f"       python ask.py --checkpoint {job.output} --question 'What is 7 * 8?'"
     )
     return job.output

@@ -50,7 +50,9 @@ def default_threads() -> int:
 class GgufChat:
     """One GGUF model loaded in llama.cpp, answering chat messages with `max_new_tokens` at `temperature`."""
 
-    def __init__(self, path: str | Path, max_new_tokens: int = 512, temperature: float = 0.0, threads: int | None = None):
+    def __init__(
+        self, path: str | Path, max_new_tokens: int = 512, temperature: float = 0.0, threads: int | None = None
+    ):
         import llama_cpp
 
         self.path, self.max_new_tokens, self.temperature = str(path), max_new_tokens, temperature

