@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends import is_installed
-from data import DEFAULT_DATASET, is_local_source
+from data import DEFAULT_DATASET
 from evaluate import DEFAULT_BASE_MODEL, EvalArguments, InputError, Plan, load_questions, make_plan
 from generation import ModelSource
 from options import exit_with, parse_flags
@@ -81,6 +80,7 @@ def plan_and_question(args: AskArguments) -> tuple[Plan, str | None, str | None]
         raise InputError("--temperature must be 0 (greedy) or more")
     gguf = args.checkpoint if args.checkpoint and args.checkpoint.endswith(".gguf") else None
     if gguf:
+        from backends import is_installed
         from gguf_chat import gguf_problem
 
         problem = gguf_problem(gguf)
@@ -97,6 +97,8 @@ def plan_and_question(args: AskArguments) -> tuple[Plan, str | None, str | None]
     )  # fmt: skip
     gguf_source = ModelSource("tuned", str(Path(gguf).expanduser().resolve()), "") if gguf else None
     if gguf and not (args.base_model or args.smoke):  # the file alone: no base model to find
+        from data import is_local_source
+
         dataset = args.dataset_name
         dataset = str(Path(dataset).expanduser().resolve()) if is_local_source(dataset) else dataset
         plan = Plan(gguf_source, None, dataset, Path(output_dir), args.max_new_tokens, None, None)
