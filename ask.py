@@ -6,8 +6,12 @@
     echo "Tom has 3 apples and buys 5 more. How many apples does he have?" | python ask.py --checkpoint outputs/Qwen-0.5B-GRPO
     # CPU smoke run: the tiny random model on a shipped sample problem, offline, in seconds
     python ask.py --smoke --index 0
+    # a GGUF file (export_gguf.py) answered by llama.cpp: what llama.cpp and Ollama will say
+    python ask.py --checkpoint exports/smollm2-grpo.gguf --dataset_name ../shared/data/gsm8k --index 12
 
-Each answer is headed by the weights that wrote it: `base: PATH`, `adapter: PATH on BASE` or `merged: PATH`.
+Each answer is headed by the weights that wrote it: `base: PATH`, `adapter: PATH on BASE`, `merged: PATH` or
+`gguf: PATH`. A `.gguf` checkpoint is answered by llama.cpp (llama-cpp-python, gguf_chat.py) with the same
+prompt in the file's own chat template; it names no base model, so it answers alone unless --base_model is given.
 The checkpoint and its base model are resolved and checked by evaluate.py's own `make_plan`, the prompt is the
 training prompt (prompts.py) in the model's chat template, decoding is greedy like evaluate.py's unless
 --temperature is given. With a gold answer (--index, or --gold) every answer is scored with evaluate.py's checks
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import allocator
@@ -44,8 +49,8 @@ class AskArguments:
 
     checkpoint: str | None = field(
         default=None,
-        metadata={"help": "LoRA adapter folder (adapter_config.json) or merged model folder (config.json) to ask "
-                  "next to the base model. Default: the base model only."},
+        metadata={"help": "LoRA adapter folder (adapter_config.json), merged model folder (config.json), or a .gguf "
+                  "file (llama.cpp answers) to ask next to the base model. Default: the base model only."},
     )  # fmt: skip
     base_model: str | None = field(
         default=None,
@@ -74,13 +79,34 @@ def plan_and_question(args: AskArguments) -> tuple[Plan, str | None, str | None]
         raise InputError("--question and --index do not go together")
     if args.temperature < 0:
         raise InputError("--temperature must be 0 (greedy) or more")
+    gguf = args.checkpoint if args.checkpoint and args.checkpoint.endswith(".gguf") else None
+    if gguf:
+        from backends import is_installed
+        from gguf_chat import gguf_problem
+
+        problem = gguf_problem(gguf)
+        if problem:
+            raise InputError(f"--checkpoint {gguf}: {problem}")
+        if not is_installed("llama_cpp"):
+            raise InputError(f"--checkpoint {gguf}: llama.cpp answers a .gguf file, and llama-cpp-python is not "
+                             "installed (pip install -r requirements-vllm-cpu.txt builds it)")  # fmt: skip
     # ask.py writes nothing but --smoke's tiny model; make_plan checks the folder it would write into.
     output_dir = SMOKE_DIR if args.smoke else tempfile.gettempdir()
     eval_args = EvalArguments(
-        checkpoint=args.checkpoint, base_model=args.base_model, dataset_name=args.dataset_name, split=args.split,
-        max_new_tokens=args.max_new_tokens, smoke=args.smoke, output_dir=output_dir,
+        checkpoint=None if gguf else args.checkpoint, base_model=args.base_model, dataset_name=args.dataset_name,
+        split=args.split, max_new_tokens=args.max_new_tokens, smoke=args.smoke, output_dir=output_dir,
     )  # fmt: skip
-    plan = make_plan(eval_args)
+    gguf_source = ModelSource("tuned", str(Path(gguf).expanduser().resolve()), "") if gguf else None
+    if gguf and not (args.base_model or args.smoke):  # the file alone: no base model to find
+        from data import is_local_source
+
+        dataset = args.dataset_name
+        dataset = str(Path(dataset).expanduser().resolve()) if is_local_source(dataset) else dataset
+        plan = Plan(gguf_source, None, dataset, Path(output_dir), args.max_new_tokens, None, None)
+    else:
+        plan = make_plan(eval_args)
+        if gguf_source:
+            plan.tuned = gguf_source
     if args.index is not None:
         questions = load_questions(plan, eval_args)
         if not 0 <= args.index < len(questions):
@@ -99,7 +125,9 @@ def plan_and_question(args: AskArguments) -> tuple[Plan, str | None, str | None]
 
 
 def describe(source: ModelSource) -> str:
-    """Which weights answer: 'base: PATH', 'adapter: PATH on BASE' or 'merged: PATH'."""
+    """Which weights answer: 'base: PATH', 'adapter: PATH on BASE', 'merged: PATH' or 'gguf: PATH'."""
+    if source.model.endswith(".gguf"):
+        return f"gguf: {source.model}"
     if source.adapter:
         return f"adapter: {source.adapter} on {source.model}"
     return f"{'base' if source.label == 'base' else 'merged'}: {source.model}"
@@ -168,7 +196,10 @@ def ask(models: dict[str, tuple[ModelSource, Any, Any]], question: str, gold: st
     answers = {}
     for name, (source, model, tokenizer) in models.items():
         print(f"\n=== {describe(source)} ===", flush=True)
-        answers[name] = stream_answer(model, tokenizer, question)
+        if tokenizer is None:  # llama.cpp, with the file's own tokenizer and template
+            answers[name] = model.stream_answer(build_messages(question))
+        else:
+            answers[name] = stream_answer(model, tokenizer, question)
     if gold:
         print("\n" + score_table(answers, gold), flush=True)
     return answers
@@ -191,7 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     for source in [plan.base] + ([plan.tuned] if plan.tuned else []):
         print(f"[ask] loading {describe(source)}", file=sys.stderr, flush=True)
         try:
-            model, tokenizer = load(source, plan.max_new_tokens, args.temperature)
+            if source.model.endswith(".gguf"):
+                from gguf_chat import GgufChat
+
+                model, tokenizer = GgufChat(source.model, plan.max_new_tokens, args.temperature), None
+            else:
+                model, tokenizer = load(source, plan.max_new_tokens, args.temperature)
         except InputError as error:
             exit_with(PROG, str(error))
         models[describe(source).split(":")[0]] = (source, model, tokenizer)

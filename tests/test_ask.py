@@ -91,6 +91,7 @@ def bad_inputs(tmp_path, tiny_model):
     garbage = tmp_path / "garbage-adapter"
     garbage.mkdir()
     (garbage / "adapter_config.json").write_text("{not json at all")
+    (tmp_path / "model.gguf").write_text("not a model")
     return {
         "missing checkpoint": (["--checkpoint", tmp_path / "nope"], "no such folder"),
         "neither adapter nor model": (["--checkpoint", empty], "neither a LoRA adapter"),
@@ -100,13 +101,15 @@ def bad_inputs(tmp_path, tiny_model):
         "question and index": (["--smoke", "--index", "0", "--question", "hi"], "do not go together"),
         "empty standard input": (["--base_model", tiny_model], "no question on standard input"),
         "negative temperature": (["--smoke", "--temperature", "-1", "--question", "hi"], "--temperature must be"),
+        "not a gguf file": (["--checkpoint", tmp_path / "model.gguf", "--question", "hi"], "not a GGUF file"),
+        "missing gguf file": (["--checkpoint", tmp_path / "nope.gguf", "--question", "hi"], "no such file"),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["missing checkpoint", "neither adapter nor model", "broken adapter", "index out of range", "negative index",
-     "question and index", "empty standard input", "negative temperature"],
+     "question and index", "empty standard input", "negative temperature", "not a gguf file", "missing gguf file"],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2_before_a_model_loads(case, tmp_path, tiny_model):
     argv, expected = bad_inputs(tmp_path, tiny_model)[case]
@@ -145,3 +148,30 @@ def test_a_problem_by_index_shows_its_gold_answer_and_every_score(tmp_path):
     table = result.stdout[result.stdout.index("gold answer: 46") :].splitlines()
     rows = {line.split()[0]: line.split()[1] for line in table[2:]}
     assert list(rows) == [*score_completion("", "46"), *REWARD_FUNCS]
+
+
+@pytest.mark.slow
+def test_a_gguf_file_answers_through_llama_cpp_as_its_folder_does(tiny_model, tmp_path):
+    """export_gguf.py's f32 file of the tiny model, asked next to the same model in transformers: the same greedy
+    answer, under 'gguf: PATH', and a score table with a column for each."""
+    from backends import is_installed
+
+    if not is_installed("llama_cpp"):
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python is not installed (requirements-vllm-cpu.txt builds it)")
+        pytest.skip("llama-cpp-python is not installed")
+    gguf = tmp_path / "tiny.gguf"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "export_gguf.py"), str(tiny_model), "--output", str(gguf), "--outtype", "f32"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = run_ask("--base_model", tiny_model, "--checkpoint", gguf, "--question", QUESTION, "--gold", "7",
+                     "--max_new_tokens", 16)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = answers(result.stdout)
+    assert list(found) == [f"base: {tiny_model}", f"gguf: {gguf.resolve()}"]
+    base, from_gguf = found.values()
+    assert base and base == from_gguf
+    header = result.stdout[result.stdout.index("gold answer: 7") :].splitlines()[1].split()
+    assert header[1:3] == ["base", "gguf"]
