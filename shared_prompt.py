@@ -24,10 +24,9 @@ float32 rounding (tests/test_shared_prompt.py), for fewer tokens through the mod
 torch and transformers are imported inside the functions.
 """
 
-import contextvars
-
 from __future__ import annotations
 
+import contextvars
 import functools
 from typing import Any
 
@@ -141,17 +140,30 @@ def train_reading_prompts_once(model: Any) -> bool:
         own_inputs = args or kwargs.get("past_key_values") is not None or kwargs.get("inputs_embeds") is not None
         if own_inputs or width is None or input_ids is None or attention_mask is None or not 0 < width < input_ids.shape[1]:
             return backbone_forward(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        heads = torch.cat([input_ids[:, :width], attention_mask[:, :width]], dim=1)
-        distinct, which = torch.unique(heads, dim=0, return_inverse=True)
-        if len(distinct) == len(heads):
+        rows, kwargs = len(input_ids), {**kwargs, "use_cache": True}
+        ids, mask = input_ids[:, :width], attention_mask[:, :width]
+        same = ((ids == ids[:1]) & (mask == mask[:1])).all(dim=0)
+        prefix = int(same.int().cumprod(dim=0).sum())  # columns every row shares (the system prompt)
+        prefix = prefix if prefix >= MIN_SHARED_PREFIX else 0
+        if prefix < width:
+            distinct, which = torch.unique(torch.cat([ids[:, prefix:], mask[:, prefix:]], dim=1), dim=0, return_inverse=True)
+        else:
+            distinct, which = ids[:1, prefix:], torch.zeros(rows, dtype=torch.long, device=ids.device)
+        if not prefix and len(distinct) == rows:
             return backbone_forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        kwargs = {**kwargs, "use_cache": True}
-        cache = DynamicCache(config=backbone.config)
-        head = backbone_forward(input_ids=distinct[:, :width], attention_mask=distinct[:, width:], past_key_values=cache, **kwargs)
+        cache, hidden = DynamicCache(config=backbone.config), []
+        if prefix:
+            shared = backbone_forward(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix], past_key_values=cache, **kwargs)
+            hidden.append(shared.last_hidden_state.expand(rows, -1, -1))
+            cache.batch_repeat_interleave(len(distinct))
+        if width > prefix:
+            own = width - prefix
+            own_mask = torch.cat([mask[:1, :prefix].expand(len(distinct), -1), distinct[:, own:]], dim=1)
+            head = backbone_forward(input_ids=distinct[:, :own], attention_mask=own_mask, past_key_values=cache, **kwargs)
+            hidden.append(head.last_hidden_state[which])
         cache.batch_select_indices(which)
         tail = backbone_forward(input_ids=input_ids[:, width:], attention_mask=attention_mask, past_key_values=cache, **kwargs)
-        hidden = torch.cat([head.last_hidden_state[which], tail.last_hidden_state], dim=1)
-        return BaseModelOutputWithPast(last_hidden_state=hidden)
+        return BaseModelOutputWithPast(last_hidden_state=torch.cat([*hidden, tail.last_hidden_state], dim=1))
 
     causal_lm.forward = scored_forward
     backbone.forward = shared_backbone

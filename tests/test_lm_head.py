@@ -13,6 +13,12 @@ from tiny_model import build_tiny_model
 PROMPT, COMPLETION = 40, 12
 
 
+@pytest.fixture(autouse=True)
+def trl_as_shipped(monkeypatch):
+    """trl's own decision, whatever an earlier test in this process (train.main, sft.main) changed; restored after."""
+    monkeypatch.setattr(trl_utils, "_use_triton", getattr(trl_utils._use_triton, "original", trl_utils._use_triton))
+
+
 @pytest.fixture
 def fused_model(tmp_path):
     torch.manual_seed(0)
@@ -46,7 +52,6 @@ def scored_rows_and_outputs(model, monkeypatch):
 
 
 def test_only_labelled_positions_are_projected_with_the_same_values_and_gradients(fused_model, monkeypatch):
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
     every_rows, log_probs, entropy, gradients = scored_rows_and_outputs(fused_model, monkeypatch)
     assert score_labelled_positions_only()
     rows, compact_log_probs, compact_entropy, compact_gradients = scored_rows_and_outputs(fused_model, monkeypatch)
@@ -58,8 +63,7 @@ def test_only_labelled_positions_are_projected_with_the_same_values_and_gradient
         torch.testing.assert_close(compact_gradients[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_applying_twice_wraps_once(monkeypatch):
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)
+def test_applying_twice_wraps_once():
     original = trl_utils._use_triton
     score_labelled_positions_only()
     score_labelled_positions_only()
@@ -68,7 +72,6 @@ def test_applying_twice_wraps_once(monkeypatch):
 
 
 def test_another_trl_is_left_alone(monkeypatch):
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)
     original = trl_utils._use_triton
     monkeypatch.setattr("trl.__version__", "9.9.9")
     assert not score_labelled_positions_only() and trl_utils._use_triton is original

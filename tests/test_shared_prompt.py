@@ -97,3 +97,95 @@ def test_smoke_run_generates_its_rollouts_this_way(smoke_run):
     assert "generation: the shared system prompt and each distinct prompt run through the model once" in (
         smoke_run.parent / "stdout.txt"
     ).read_text()
+
+
+# --- the loss's forward pass ----------------------------------------------------------------------------------
+
+
+def fused_lora_model(folder):
+    from peft import LoraConfig, get_peft_model
+    from trl.trainer.utils import add_fused_lm_head
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=register())
+    add_fused_lm_head(model, temperature=0.9, outputs=("log_probs", "entropy"))
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "up_proj"]))
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # a trained adapter: A's gradients are not zero
+            torch.nn.init.normal_(parameter, std=0.05)
+    return model
+
+
+def loss_pass(model, input_ids, attention_mask, labels):
+    """(log-probs, entropy, LoRA gradients, tokens the backbone read) of one fused forward and backward pass."""
+    read = []
+    embed = model.get_base_model().model.embed_tokens
+    hook = embed.register_forward_hook(lambda module, args, out: read.append(args[0].numel()))
+    try:
+        model.zero_grad()
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        (out.log_probs.sum() + 0.1 * out.entropy.sum()).backward()
+    finally:
+        hook.remove()
+    gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.log_probs.detach(), out.entropy.detach(), gradients, sum(read)
+
+
+def assert_same_pass(plain, once):
+    scored = plain[0] != 0
+    torch.testing.assert_close(once[0][scored], plain[0][scored], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(once[1][scored], plain[1][scored], rtol=1e-4, atol=1e-5)
+    assert plain[2].keys() == once[2].keys()
+    for name, gradient in plain[2].items():  # float32 rounding of sums taken in another order
+        assert (once[2][name] - gradient).abs().max() <= 1e-5 * gradient.abs().max(), name
+
+
+def grpo_batch(tokenizer, vocab_size, completion_lengths=(5, 9, 3, 7)):
+    """trl's loss inputs for a GRPO step: GROUP left-padded copies of each prompt, then right-padded completions."""
+    prompts = rollout_batch(tokenizer, questions(SAMPLE_DATA_DIR / "train.jsonl", 2))
+    rows = len(prompts["input_ids"])
+    width = max(completion_lengths)
+    completions = torch.randint(5, vocab_size, (rows, width), generator=torch.Generator().manual_seed(2))
+    completion_mask = torch.tensor([[1] * n + [0] * (width - n) for n in completion_lengths * (rows // len(completion_lengths))])
+    input_ids = torch.cat([prompts["input_ids"], completions], dim=1)
+    attention_mask = torch.cat([prompts["attention_mask"], completion_mask], dim=1)
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    labels[:, : prompts["input_ids"].shape[1]] = -100
+    return input_ids, attention_mask, labels
+
+
+def test_grpo_loss_pass_reads_each_group_s_prompt_once_with_the_same_values_and_gradients(tmp_path):
+    from shared_prompt import train_reading_prompts_once
+
+    folder = build_tiny_model(tmp_path / "tiny")
+    model, tokenizer = fused_lora_model(folder), load(folder)[1]
+    batch = grpo_batch(tokenizer, model.config.vocab_size)
+    plain = loss_pass(model, *batch)
+    assert train_reading_prompts_once(model)
+    once = loss_pass(model, *batch)
+    assert_same_pass(plain, once)
+    rows, width = batch[0].shape
+    prompt_width = int((batch[2] != -100).any(0).nonzero()[0])
+    assert plain[3] == rows * width
+    assert once[3] == 2 * prompt_width + rows * (width - prompt_width)  # 2 distinct prompts, then every completion
+
+
+def test_sft_loss_pass_reads_the_shared_system_prompt_once(tmp_path):
+    from shared_prompt import train_reading_prompts_once
+
+    folder = build_tiny_model(tmp_path / "tiny")
+    model, tokenizer = fused_lora_model(folder), load(folder)[1]
+    tokenizer.padding_side = "right"
+    texts = [tokenizer.apply_chat_template(build_messages(q), add_generation_prompt=True, tokenize=False) + " answer " * (i + 1)
+             for i, q in enumerate(questions(SAMPLE_DATA_DIR / "train.jsonl", 3))]  # fmt: skip
+    prompt_lengths = [len(tokenizer.apply_chat_template(build_messages(q), add_generation_prompt=True, return_dict=False))
+                      for q in questions(SAMPLE_DATA_DIR / "train.jsonl", 3)]  # fmt: skip
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    for row, length in enumerate(prompt_lengths):
+        labels[row, :length] = -100
+    plain = loss_pass(model, enc["input_ids"], enc["attention_mask"], labels)
+    assert train_reading_prompts_once(model)
+    once = loss_pass(model, enc["input_ids"], enc["attention_mask"], labels)
+    assert_same_pass(plain, once)
+    assert once[3] < plain[3]
