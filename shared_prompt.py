@@ -30,19 +30,10 @@ import contextvars
 import functools
 from typing import Any
 
-# A prefix shorter than this is not worth its own forward pass (generation.py's threshold for evaluation).
-MIN_SHARED_PREFIX = 16
+from generation import MIN_SHARED_PREFIX, shared_prefix_length  # evaluation's own rule for a shared prefix
+
 # The first scored column of the fused forward call in progress (None: none, or not a scored call).
 _SCORED_FROM: contextvars.ContextVar[int | None] = contextvars.ContextVar("scored_from", default=None)
-
-
-def shared_prefix_length(rows: list[list[int]]) -> int:
-    """Length of the longest token prefix all `rows` start with, leaving every row at least one token of its own."""
-    first = rows[0]
-    length = min(len(row) for row in rows) - 1
-    for row in rows[1:]:
-        length = next((k for k in range(length) if row[k] != first[k]), length)
-    return max(length, 0)
 
 
 def layout(rows: list[list[int]], prefix: int, width: int, pad_id: int) -> tuple[list[list[int]], list[list[int]]]:

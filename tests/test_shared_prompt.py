@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from attention import register
 from data import SAMPLE_DATA_DIR
 from prompts import build_messages
-from shared_prompt import generate_reading_prompts_once, layout, shared_prefix_length
+from generation import shared_prefix_length
+from shared_prompt import generate_reading_prompts_once, layout
 from tiny_model import build_tiny_model
 
 GROUP = 4  # completions per prompt, as trl lays out a GRPO step: each prompt GROUP times in a row
