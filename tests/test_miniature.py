@@ -161,3 +161,25 @@ def test_cold_start_writer_stops_early_in_most_two_step_solutions_and_nowhere_el
     assert abs(skipped / two_step - miniature.SKIPPED_STEP_SHARE) < 0.06
     # sft.py reads the folder as GSM8K: the answer it learns to write is the writer's, not the true one.
     assert data.load_raw_split(str(written), "train")[0]["answer"] == cold_rows[0]["answer"]
+
+
+# The generator's five question templates, as patterns: a hand-written problem must match none of them.
+TEMPLATES = [
+    r"\w+ has \d+ \w+ and buys \d+ more\. How many",
+    r"\w+ had \d+ \w+ and gave \d+ to \w+\. How many",
+    r"\w+ buys \d+ \w+ with \d+ \w+ in each\. How many",
+    r"\w+ has \d+ \w+ and finds \d+ more, then gives \d+ to \w+\. How many",
+    r"\w+ buys \d+ \w+ with \d+ \w+ in each and already had \d+ \w+\. How many",
+]
+
+
+def test_hand_written_problems_are_in_words_the_generator_never_uses_and_their_gold_is_right():
+    rows = read_jsonl(data.SAMPLE_DATA_DIR.parent / "handwritten" / "test.jsonl")[0]
+    assert len(rows) == 40 and sum("\n" in row["answer"].split("####")[0].strip() for row in rows) == 24
+    generated = {row["question"] for seed in (0, 1, 2) for row in miniature.make_splits(seed, 2000, 200)["test"]}
+    for row in rows:
+        assert row["question"] not in generated and not any(re.match(t, row["question"]) for t in TEMPLATES), row
+        steps = miniature.ANNOTATION.findall(row["answer"])
+        assert row["answer"].endswith(f"#### {miniature.evaluate_expression(steps[-1])}")
+    # ...while the patterns do catch every generated question (so the check above can fail)
+    assert all(any(re.match(t, question) for t in TEMPLATES) for question in generated)
