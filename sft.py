@@ -39,9 +39,10 @@ import allocator
 import data
 import options
 import runs
-from backends import find_model, lora_config
+from backends import lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint, make_writable_output_dir
 from memory_needs import memory_note
+from models import find_model
 from options import SMOKE_TRAINING, ConfigError, exit_with, read_layers, shared_option
 
 REPO_DIR = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from backends import is_installed
+from machine import is_installed
 from helpers import run_script
 
 PROBLEMS = 4
