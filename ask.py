@@ -31,8 +31,9 @@ from typing import Any
 
 import allocator
 from data import DEFAULT_DATASET
-from evaluate import DEFAULT_BASE_MODEL, EvalArguments, InputError, Plan, load_questions, make_plan
+from evaluate import DEFAULT_BASE_MODEL, EvalArguments, Plan, load_questions, make_plan
 from generation import ModelSource
+from models import InputError
 from options import exit_with, parse_flags
 from prompts import build_messages
 from rewards import REWARD_FUNCS
@@ -81,7 +82,7 @@ def plan_and_question(args: AskArguments) -> tuple[Plan, str | None, str | None]
         raise InputError("--temperature must be 0 (greedy) or more")
     gguf = args.checkpoint if args.checkpoint and args.checkpoint.endswith(".gguf") else None
     if gguf:
-        from backends import is_installed
+        from machine import is_installed
         from gguf_chat import gguf_problem
 
         problem = gguf_problem(gguf)

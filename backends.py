@@ -7,146 +7,22 @@ Both return `(model, tokenizer, peft_config)` ready for GRPOTrainer:
   generates with that engine.
 - `hf`: a transformers model plus a LoRA `peft_config` that GRPOTrainer applies; generation through
   trl's colocated vLLM when it is available, plain `generate` otherwise.
-Heavy imports live inside the functions: nothing here loads torch until a backend is used.
+Where a model is and what it is (folder, hub cache, weights, adapter or full model) is models.py's; what the
+machine has (CUDA, bf16, installed packages) is machine.py's. Heavy imports live inside the functions: nothing
+here loads torch until a backend is used.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
-from data import is_local_source
+from machine import cuda_available, is_installed
 
 BACKENDS = ("auto", "unsloth", "hf")
 
 
 class BackendError(RuntimeError):
     """The requested backend cannot run on this machine (one-line message)."""
-
-
-def cuda_available() -> bool:
-    """True when torch sees a CUDA GPU."""
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def bf16_supported() -> bool:
-    """True when the GPU can train in bf16 (Ampere and newer)."""
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def is_installed(package: str) -> bool:
-    """True when `package` can be imported, checked without importing it."""
-    try:
-        return importlib.util.find_spec(package) is not None
-    except ValueError:  # already imported without a spec (a stand-in module)
-        return True
-
-
-# Weight files in the order transformers / peft look for them; a sharded model has an index naming its shards.
-MODEL_WEIGHTS = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
-)  # fmt: skip
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-def _weight_files(folder: Path, names: tuple[str, ...]) -> list[Path] | str:
-    """The weight files of `folder` (the shards an index names), or why there are none."""
-    import json
-
-    found = next((folder / name for name in names if (folder / name).is_file()), None)
-    if found is None:
-        return f"no weights: none of {', '.join(names)}"
-    if not found.name.endswith(".index.json"):
-        return [found]
-    try:
-        shards = sorted(set(json.loads(found.read_text())["weight_map"].values()))
-    except (OSError, ValueError, KeyError, AttributeError) as error:
-        return f"{found.name} cannot be read ({type(error).__name__})"
-    return [folder / shard for shard in shards]
-
-
-def unreadable_weights(folder: str | Path, names: tuple[str, ...] = MODEL_WEIGHTS) -> str | None:
-    """Why the weights in `folder` cannot load (none there, a truncated or corrupt safetensors file); None if fine.
-
-    Reads only the safetensors headers (safetensors checks that they cover the whole file), so it takes
-    milliseconds and imports no torch: a file cut short by a full disk or an interrupted copy is found here
-    instead of after minutes of generation.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    files = _weight_files(Path(folder).expanduser(), names)
-    if isinstance(files, str):
-        return files
-    for file in files:
-        if not file.is_file():
-            return f"{file.name} is missing"
-        if file.stat().st_size == 0:
-            return f"{file.name} is empty"
-        if file.suffix == ".safetensors":
-            try:
-                with safe_open(str(file), framework="np"):
-                    pass
-            except (SafetensorError, OSError) as error:
-                return f"{file.name} is truncated or corrupt ({str(error).splitlines()[0]})"
-    return None
-
-
-def local_model_folder(name: str) -> Path | None:
-    """The folder holding a model's files: `name` itself when it is a folder, else its snapshot in the local
-    Hugging Face cache (snapshots/<commit>/); None when neither is on disk. Never reaches the network."""
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        return folder
-    try:
-        import huggingface_hub
-
-        config = huggingface_hub.try_to_load_from_cache(name, "config.json")
-    except Exception:  # noqa: BLE001 -- not a repo id, or no hub cache: nothing on disk
-        return None
-    return Path(config).parent if isinstance(config, str) else None
-
-
-def count_parameters(name: str) -> int | None:
-    """Parameters in a model's safetensors weights (a local folder or the local hub cache); None when unknown."""
-    import math
-
-    from safetensors import safe_open
-
-    folder = local_model_folder(name)
-    if folder is None:
-        return None
-    files = _weight_files(folder, ("model.safetensors", "model.safetensors.index.json"))
-    if isinstance(files, str) or unreadable_weights(folder):
-        return None
-    total = 0
-    for file in files:
-        with safe_open(str(file), framework="np") as weights:
-            total += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
-    return total
-
-
-def find_model(name: str) -> str | None:
-    """Why `name` is not a usable model: None when it is a local folder with config.json and weights, or on the hub."""
-    if Path(name).expanduser().is_dir() or is_local_source(name):
-        if not (Path(name).expanduser() / "config.json").is_file():
-            return "no local folder with config.json"
-        return unreadable_weights(name)
-    import huggingface_hub
-    from huggingface_hub import constants
-
-    try:
-        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
-            return None
-        if constants.HF_HUB_OFFLINE:
-            return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
-        return None if huggingface_hub.file_exists(name, "config.json") else "not on the Hugging Face hub"
-    except Exception as error:  # noqa: BLE001 -- bad repo id, no network, ...: all mean "cannot be loaded"
-        return f"not found locally nor on the Hugging Face hub ({type(error).__name__})"
 
 
 def choose_training_backend(requested: str, cpu_only: bool = False) -> tuple[str, str]:

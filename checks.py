@@ -14,7 +14,8 @@ from pathlib import Path
 
 import data
 import rewards
-from backends import bf16_supported, cuda_available, find_model, is_installed
+from machine import bf16_supported, cuda_available, is_installed
+from models import find_model
 from options import ConfigError, Layers, flag_on, given
 
 # --- the machine ------------------------------------------------------------------------------------------

@@ -116,7 +116,8 @@ class EngineSpeed:
         return starts * start + prompts * max_new_tokens / self.rate(per_model, model, max_new_tokens)
 
 
-# Measured by `python bench/engine_race.py` (docs/BENCHMARKS.md, "Evaluation engines on the CPU"): 2 cores, quiet.
+# Measured by `python bench/engine_race.py` at commit de9cf58 (docs/BENCHMARKS.md, "Evaluation engines on the CPU"):
+# 2 cores, quiet. The script is retired; its last version is at commit 87f8bb3 (`git checkout 87f8bb3`).
 # start_seconds is a run's wall time less its generation (imports, data, load, engine start, writing); vLLM's
 # includes its engine processes and KV cache. The tiny-model starts are from the test suite's runs.
 TRANSFORMERS_CPU = EngineSpeed("hf", start_seconds=7.0, fixed_start_seconds=3.0, tokens_per_second={32: 40.0}, concurrency=32)

@@ -14,7 +14,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from backends import local_model_folder
+from models import local_model_folder
 from prompts import SYSTEM_PROMPT
 from run_metrics import read_jsonl, write_jsonl
 from scoring import example_record

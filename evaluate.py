@@ -40,17 +40,26 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import allocator
-from backends import ADAPTER_WEIGHTS, count_parameters, cuda_available, find_model, is_installed, unreadable_weights
 from checks import unwritable_folder
 from data import DEFAULT_DATASET, DatasetError, get_gsm8k_questions, is_local_source
 from engine_choice import choose_engine, cpu_time_warning, model_shape
 from eval_cache import base_cache_key, cached_key, load_cached_base, model_fingerprint, shared_base_cache, store_base
 from generation import Completion, ModelSource, generate_hf
-from lineage import family_mismatch, trained_from
+from machine import cuda_available, is_installed
+from models import (
+    InputError,
+    count_parameters,
+    family_mismatch,
+    find_model,
+    has_tokenizer,
+    model_config,
+    read_checkpoint,
+    trained_from,
+)
 from options import parse_flags
 from run_metrics import write_jsonl
 from scoring import BLOG_STRICT, MEANING, example_record, format_table, summarize
-from vllm_generation import VllmGenerator, cpu_unsupported_reason, model_config, vllm_lora_rank
+from vllm_generation import VllmGenerator, cpu_unsupported_reason, vllm_lora_rank
 
 PROG = "evaluate.py"
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
@@ -111,10 +120,6 @@ class EvalArguments:
     )
 
 
-class InputError(ValueError):
-    """Bad input found before any model loads; main() prints it as one line and exits with code 2."""
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Checks: everything that can be wrong is found here, before torch is imported
 
@@ -130,43 +135,6 @@ class Plan:
     max_new_tokens: int
     lora_rank: int | None  # vLLM's max_lora_rank for an adapter checkpoint, else None
     smoke_model_dir: Path | None  # built after the checks with --smoke
-
-
-# What peft needs to rebuild a LoRA adapter (and vLLM to size its slots).
-ADAPTER_CONFIG_KEYS = ("r", "target_modules")
-
-
-def read_checkpoint(path: str) -> dict[str, Any] | None:
-    """The adapter_config.json of an adapter folder, None for a full model folder; anything else is an InputError."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise InputError(f"--checkpoint {path}: no such folder")
-    if (folder / "adapter_config.json").is_file():
-        try:
-            config = json.loads((folder / "adapter_config.json").read_text())
-        except (OSError, ValueError) as error:
-            raise InputError(f"--checkpoint {path}: adapter_config.json cannot be read ({error})") from error
-        if not isinstance(config, dict) or config.get("peft_type") != "LORA":
-            raise InputError(f"--checkpoint {path}: adapter_config.json does not describe a LoRA adapter (peft_type)")
-        missing = [key for key in ADAPTER_CONFIG_KEYS if not config.get(key)]
-        if missing:
-            raise InputError(f"--checkpoint {path}: adapter_config.json has no {', '.join(missing)}")
-        problem = unreadable_weights(folder, ADAPTER_WEIGHTS)
-        if problem:
-            raise InputError(f"--checkpoint {path}: {problem}")
-        return config
-    if (folder / "config.json").is_file():
-        problem = unreadable_weights(folder)
-        if problem:
-            raise InputError(f"--checkpoint {path}: {problem}")
-        return None
-    raise InputError(
-        f"--checkpoint {path}: holds neither a LoRA adapter (adapter_config.json) nor a model (config.json)"
-    )
-
-
-def has_tokenizer(folder: str) -> bool:
-    return (Path(folder) / "tokenizer_config.json").is_file()
 
 
 def make_plan(args: EvalArguments) -> Plan:

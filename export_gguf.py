@@ -30,10 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from backends import find_model, local_model_folder
-from evaluate import InputError, has_tokenizer, read_checkpoint
 from gguf_tokenizer import GgufVocab, TokenizerError, gguf_vocab, modelfile
-from lineage import trained_from
+from models import InputError, find_model, has_tokenizer, local_model_folder, read_checkpoint, trained_from
 from options import exit_with, parse_flags
 
 PROG = "export_gguf.py"

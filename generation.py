@@ -7,7 +7,7 @@ greedy with no repetition penalty on both: Qwen's generation_config.json asks fo
 repetition_penalty=1.05, which vLLM ignores when it is given explicit SamplingParams, so this path ignores it too.
 It loads the model with attention.py's grouped-query attention, runs the prompts' shared prefix (the system
 prompt) once and starts every batch from its KV cache, and by default batches as many prompts as roofline.py
-finds this device's decode worth (bench/generation_speed.py measures all three).
+finds this device's decode worth (docs/BENCHMARKS.md, "Generation on the transformers path", measures all three).
 torch, transformers and peft are imported inside the functions: importing this module is free.
 """
 

@@ -3,7 +3,8 @@
 Without vLLM, trl generates GRPO's completions (and the held-out answers) with the training model itself: a
 PeftModel whose every targeted projection runs its base matmul and then the adapter's two small ones, at every
 decoding step: 420 more small matmuls per token for SmolLM2's 30 layers. Folded in, its rollout batch (8 x 200
-tokens) decoded 1.14x faster on 2 quiet CPU cores with the same greedy tokens (bench/rollout_speed.py).
+tokens) decoded 1.14x faster on 2 quiet CPU cores with the same greedy tokens (docs/BENCHMARKS.md, "GRPO rollouts on
+the CPU").
 `merged_lora` gives each projection a new weight, its base weight plus the adapter's delta (peft's own
 `get_delta_weight`, the one `merge_adapter` adds), switches the adapters off for the duration, and then puts back
 the very tensors it replaced: unlike merge_adapter/unmerge_adapter, no rounding builds up over a run, in any

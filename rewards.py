@@ -193,24 +193,25 @@ VALIDATE_MAX_BONUS = 3.0
 AHA_PATTERN = re.compile(r"(wait|but|rethink)(?=.{20})", re.DOTALL)
 
 
+def length_bonus(word_count: int, low: int, high: int, top: float, beyond: float) -> float:
+    """0 up to `low` words, linear from there towards `top` at `high` words, `beyond` from `high` words on."""
+    if word_count <= low:
+        return 0.0
+    if word_count >= high:
+        return beyond
+    return (word_count - low) / (high - low) * top
+
+
 def reasoning_length_bonus(word_count: int) -> float:
     """The blog's reasoning bonus: 0 up to 5 words, linear up to ~10 below 1024 words, 5.0 from 1024 on."""
-    if word_count <= REASONING_MIN_WORDS:
-        return 0.0
-    if word_count >= REASONING_MAX_WORDS:
-        return REASONING_CAPPED_BONUS
-    span = REASONING_MAX_WORDS - REASONING_MIN_WORDS
-    return (word_count - REASONING_MIN_WORDS) / span * REASONING_MAX_BONUS
+    return length_bonus(
+        word_count, REASONING_MIN_WORDS, REASONING_MAX_WORDS, REASONING_MAX_BONUS, REASONING_CAPPED_BONUS
+    )
 
 
 def validate_length_bonus(word_count: int) -> float:
-    """The blog's validation bonus: 0 below 5 words, linear up to 3.0 at 256 words and more."""
-    if word_count < VALIDATE_MIN_WORDS:
-        return 0.0
-    if word_count >= VALIDATE_MAX_WORDS:
-        return VALIDATE_MAX_BONUS
-    span = VALIDATE_MAX_WORDS - VALIDATE_MIN_WORDS
-    return (word_count - VALIDATE_MIN_WORDS) / span * VALIDATE_MAX_BONUS
+    """The blog's validation bonus: 0 up to 5 words, linear up to 3.0 at 256 words and more."""
+    return length_bonus(word_count, VALIDATE_MIN_WORDS, VALIDATE_MAX_WORDS, VALIDATE_MAX_BONUS, VALIDATE_MAX_BONUS)
 
 
 def has_aha(validate: str) -> bool:

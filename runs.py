@@ -80,6 +80,19 @@ def save_run_config(script_args: Any, training_args: Any, backend: str) -> None:
     Path(training_args.output_dir, "run_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
 
 
+def make_trainer(trainer_class: Any, script_args: Any, training_args: Any, backend: str, model: Any, tokenizer: Any,
+                 peft_config: Any, callbacks: list[Any], **inputs: Any) -> Any:  # fmt: skip
+    """The run's trl trainer (GRPOTrainer, SFTTrainer) on `model`, `inputs` its data (and rewards): the loss first
+    set to project only the scored positions, as CUDA's does (lm_head.py), and run_config.json written."""
+    from lm_head import score_labelled_positions_only
+
+    score_labelled_positions_only()
+    save_run_config(script_args, training_args, backend)
+    return trainer_class(
+        model=model, args=training_args, processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks, **inputs
+    )
+
+
 def last_checkpoint(output_dir: str) -> str | None:
     """The newest checkpoint-N folder in output_dir, or None."""
     from transformers.trainer_utils import get_last_checkpoint

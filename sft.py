@@ -39,9 +39,10 @@ import allocator
 import data
 import options
 import runs
-from backends import find_model, lora_config
+from backends import lora_config
 from checks import adapt_to_machine, check_device, find_checkpoint, make_writable_output_dir
 from memory_needs import memory_note
+from models import find_model
 from options import SMOKE_TRAINING, ConfigError, exit_with, read_layers, shared_option
 
 REPO_DIR = Path(__file__).resolve().parent
@@ -205,19 +206,12 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     from trl import SFTTrainer
 
     from callbacks import GracefulInterruptCallback, MetricsFileCallback
-    from lm_head import score_labelled_positions_only
 
     model, peft_config = load_model(script_args, training_args)
-    score_labelled_positions_only()  # the CPU's loss projects the answer's positions only, as CUDA's does
-    runs.save_run_config(script_args, training_args, "hf")
     interrupt = GracefulInterruptCallback()
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[MetricsFileCallback(training_args.output_dir, interrupt), interrupt, *(extra_callbacks or [])],
+    callbacks = [MetricsFileCallback(training_args.output_dir, interrupt), interrupt, *(extra_callbacks or [])]
+    trainer = runs.make_trainer(
+        SFTTrainer, script_args, training_args, "hf", model, tokenizer, peft_config, callbacks, train_dataset=train_dataset
     )
 
     from shared_prompt import train_reading_prompts_once

@@ -61,9 +61,9 @@ from runs import (
     is_main_process,
     load_tokenizer,
     main_process_print,
+    make_trainer,
     resume_metrics,
     run_script,
-    save_run_config,
     smoke_builds_model,
     stop_after_training,
     train_until_stopped,
@@ -286,7 +286,6 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     from trl import GRPOTrainer
 
     from backends import load_model
-    from lm_head import score_labelled_positions_only
     from callbacks import (
         CompletionsCallback,
         GracefulInterruptCallback,
@@ -297,7 +296,6 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
     )
 
     model, tokenizer, peft_config = load_model(backend, script_args, training_args)
-    score_labelled_positions_only()  # the CPU's loss projects the completion's positions only, as CUDA's does
     interrupt = GracefulInterruptCallback()
     eval_temperature = training_args.temperature if heldout is not None else None
     step_time = StepTimeCallback()
@@ -311,17 +309,11 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         if resume_from and evaluated == resume_step:
             training_args.eval_on_start = False  # that step's held-out evaluation is in metrics.jsonl already
         heldout_progress = HeldOutAccuracyCallback(len(heldout), training_args.temperature, evaluated)
-    save_run_config(script_args, training_args, backend)
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=heldout,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[*callbacks, *([heldout_progress] if heldout_progress else []), *(extra_callbacks or [])],
-    )
+    callbacks += [*([heldout_progress] if heldout_progress else []), *(extra_callbacks or [])]
+    trainer = make_trainer(
+        GRPOTrainer, script_args, training_args, backend, model, tokenizer, peft_config, callbacks,
+        reward_funcs=reward_funcs, train_dataset=train_dataset, eval_dataset=heldout,
+    )  # fmt: skip
     sharded = training_args.deepspeed or training_args.fsdp  # a shard of each weight per process: nothing to fold into
     if backend == "hf" and not sharded:
         from shared_prompt import train_reading_prompts_once

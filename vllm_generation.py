@@ -15,23 +15,21 @@ vllm is imported inside the functions: importing this module is free.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from backends import local_model_folder
 from generation import Completion, ModelSource, free_memory, load_tokenizer, prompt_texts, speed_line, stop_token_ids
+from models import model_config
 
 # The LoRA ranks vLLM 0.31 accepts for max_lora_rank; an adapter's r is rounded up to the next one.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # Share of GPU memory a vLLM engine may take. Below one half, so that a second engine (base model, then a
 # merged checkpoint) still fits if vLLM has not given all of the first one's memory back.
 VLLM_GPU_MEMORY_UTILIZATION = 0.45
-# vLLM 0.31's CPU attention (vllm/v1/attention/backends/cpu_attn.py, get_supported_head_sizes): any other head
+# vLLM 0.31's CPU attention (get_supported_head_sizes in its attention backend cpu_attn.py): any other head
 # size is refused when the engine starts ("Unsupported CPU attention configuration").
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 # vLLM's CPU defaults (vllm/engine/arg_utils.py, vllm/platforms/cpu.py): sequences decoded at once by the LLM
@@ -49,15 +47,6 @@ def vllm_lora_rank(r: int) -> int:
         if rank >= r:
             return rank
     raise ValueError(f"LoRA rank {r} is above vLLM's largest max_lora_rank ({VLLM_LORA_RANKS[-1]})")
-
-
-def model_config(model: str) -> dict[str, Any] | None:
-    """config.json of a local model folder or of a hub model in the local cache; None when not at hand."""
-    folder = local_model_folder(model)
-    try:
-        return json.loads((folder / "config.json").read_text()) if folder else None
-    except (OSError, ValueError):
-        return None
 
 
 def head_size(config: dict[str, Any]) -> int:

@@ -154,7 +154,7 @@ def test_a_problem_by_index_shows_its_gold_answer_and_every_score(tmp_path):
 def test_a_gguf_file_answers_through_llama_cpp_as_its_folder_does(tiny_model, tmp_path):
     """export_gguf.py's f32 file of the tiny model, asked next to the same model in transformers: the same greedy
     answer, under 'gguf: PATH', and a score table with a column for each."""
-    from backends import is_installed
+    from machine import is_installed
 
     if not is_installed("llama_cpp"):
         if os.environ.get("CI"):

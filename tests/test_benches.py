@@ -1,4 +1,4 @@
-"""The benchmark scripts run end to end at toy size: exit 0, and the last line is a headline ratio."""
+"""The benchmark scripts run end to end at toy size and read what they measure."""
 
 import re
 import sys
@@ -8,29 +8,6 @@ from conftest import REPO
 from helpers import run_script
 
 pytestmark = pytest.mark.slow
-
-HEADLINE = re.compile(r":\s*(\d+(?:\.\d+)?)x\b")
-# One torch thread: on a busy 2-core machine two threads can make these runs many times slower.
-ONE_THREAD = ("--threads", "1")
-
-
-def assert_headline(stdout: str, start: str) -> None:
-    """The last printed line is the headline: it starts with `start` and gives a ratio ('...: 2.27x')."""
-    last = stdout.strip().splitlines()[-1]
-    assert last.startswith(start) and HEADLINE.search(last), f"not a headline: {last!r}"
-
-
-def test_generation_speed_runs_checks_tokens_and_prints_its_headline():
-    result = run_script(
-        "bench/generation_speed.py", "--toy", "--n", "4", "--max_new_tokens", "8", "--sweep", "2",
-        "--pipeline_n", "2", "--rounds", "1", *ONE_THREAD,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "check: every variant gives every prompt the same token ids as new@chosen" in result.stdout
-    for row in ("new@chosen", "pipeline", "new@2"):
-        assert f"\n{row:>12} " in result.stdout, row
-    assert_headline(result.stdout, "new@")
-    assert "vs pipeline one at a time:" in result.stdout.strip().splitlines()[-1]
 
 
 def test_heldout_cost_reads_a_run_with_held_out_evaluations(smoke_run, tmp_path):

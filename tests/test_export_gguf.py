@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, SHARED
 from helpers import write_random_adapter
 
-from backends import is_installed
+from machine import is_installed
 from prompts import build_messages
 
 PROBLEMS = 24

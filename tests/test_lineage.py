@@ -6,7 +6,7 @@ from helpers import run_script
 
 
 def test_trained_from_reads_the_run_config_beside_or_above_a_checkpoint(tmp_path):
-    from lineage import trained_from
+    from models import trained_from
 
     run = tmp_path / "run"
     (run / "merged").mkdir(parents=True)

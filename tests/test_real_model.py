@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from backends import is_installed
+from machine import is_installed
 from helpers import run_script
 
 PROBLEMS = 4
@@ -100,18 +100,3 @@ def test_grpo_merged_model_is_scored_against_the_sft_model_it_started_from(grpo_
     assert summary["settings"]["base_model"] == str((sft_run / "merged").resolve())
     assert [len(records[label]) for label in ("base", "tuned")] == [PROBLEMS, PROBLEMS]
     assert all(r["tokens"] <= MAX_NEW_TOKENS for r in records["tuned"])
-
-
-@pytest.mark.skipif(not is_installed("vllm") and not os.environ.get("CI"), reason="vllm is not installed")
-def test_rollout_bench_runs_the_adapter_unmerged_merged_and_through_a_lora_request(grpo_run, gsm8k_dir, tmp_path):
-    done = run_script(
-        "bench/rollout_speed.py", grpo_run, "--dataset_name", gsm8k_dir, "--prompts", 2, "--max_new_tokens", 8,
-        "--engines", "unmerged", "merged", "vllm+lora", "--json", tmp_path / "rollouts.json", timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads((tmp_path / "rollouts.json").read_text())
-    unmerged = figures["unmerged"]
-    assert unmerged["tokens"] > 0 and unmerged["limit_slots_per_s"] > unmerged["slots_per_s"] > 0
-    for engine in ("merged", "vllm+lora"):  # the same model, every engine in float32
-        assert figures[engine]["agreement"]["identical_completions"] == 2, engine
-    assert done.stdout.count("% of the bandwidth limit") == 2

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from backends import is_installed
+from machine import is_installed
 from helpers import VLLM_TINY_SHAPE, run_script, write_random_adapter
 
 MAX_NEW_TOKENS = 12

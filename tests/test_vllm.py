@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 from helpers import VLLM_TINY_SHAPE, build_wide_tiny_model, run_script, write_random_adapter
 
-from backends import is_installed
+from machine import is_installed
 
 SAMPLES = str(REPO / "samples" / "gsm8k")
 PROBLEMS = 8  # the samples' test split
