@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     sft_steps = args.sft_steps or (QUICK["sft_steps"] if args.quick else None)
     grpo_steps = args.grpo_steps or (QUICK["grpo_steps"] if args.quick else None)
-    quick_flags = ["--eval_steps", str(QUICK["eval_steps"]), "--eval_holdout", str(QUICK["eval_holdout"])] if args.quick else []
+    quick_flags = []
+    if args.quick:  # one held-out batch of eval_holdout problems
+        quick_flags = ["--eval_steps", str(QUICK["eval_steps"]), "--eval_holdout", str(QUICK["eval_holdout"]),
+                       "--per_device_eval_batch_size", str(QUICK["eval_holdout"])]  # fmt: skip
     test_problems = QUICK["test_problems"] if args.quick else TEST_PROBLEMS
     seed = ["--seed", str(args.seed)]
     evaluation = ["--dataset_name", str(data_dir), "--split", "test", "--limit", str(test_problems),
@@ -256,18 +259,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("\n" + summary_table(stages, models, curve))
     plots = sorted(str(p) for folder in (grpo_dir, eval_dir) for p in (folder / "plots").glob("*.png"))
     print("\nplots:\n  " + "\n  ".join(plots))
-    result = {
-        "seed": args.seed,
-        "quick": args.quick,
-        "fetched": models["fetched"],
-        "sft": models["base"],
-        "grpo": models["tuned"],
-        "heldout_curve": curve,
-        "seconds": {stage.name: round(stage.seconds, 1) for stage in stages},
-        "plots": plots,
-    }
+    result = run_record(args.seed, stages, curve, quick=args.quick, fetched=models["fetched"], sft=models["base"],
+                        grpo=models["tuned"], plots=plots)  # fmt: skip
     (out / "demo_result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def run_record(seed: int, stages: list[Stage], curve: list, **figures: Any) -> dict:
+    """A run's result file: its seed, figures, held-out curve and each stage's seconds."""
+    seconds = {stage.name: round(stage.seconds, 1) for stage in stages}
+    return {"seed": seed, **figures, "heldout_curve": curve, "seconds": seconds}
 
 
 if __name__ == "__main__":

@@ -196,3 +196,16 @@ def run_script(prog: str, main: Any) -> None:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        end_process_group()
+
+
+def end_process_group() -> None:
+    """Close the process group torchrun's ranks train in. Left to exit, gloo's threads can outlive the objects
+    that own them, and a rank that finished training aborts ("terminate called without an active exception")."""
+    if "torch" not in sys.modules:  # a run refused before torch loaded has no group
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

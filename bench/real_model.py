@@ -28,7 +28,7 @@ from benchutil import REPO_DIR
 
 sys.path.insert(0, str(REPO_DIR))
 
-from demo import Stage, heldout_curve, prepare_output_dir, run_stage  # noqa: E402
+from demo import Stage, heldout_curve, prepare_output_dir, run_record, run_stage  # noqa: E402
 from heldout_cost import describe_split, step_split  # noqa: E402
 from run_metrics import read_jsonl  # noqa: E402
 
@@ -113,13 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     curve = heldout_curve(grpo_dir)
     split = step_split(read_jsonl(grpo_dir / "metrics.jsonl")[0])
     print("\n" + table(models, stages, curve) + (f"\nGRPO {describe_split(split)}" if split else ""))
-    result = {
-        "seed": args.seed,
-        "models": models,
-        "heldout_curve": curve,
-        "seconds": {stage.name: round(stage.seconds, 1) for stage in stages},
-        "grpo_step_split": split,
-    }
+    result = run_record(args.seed, stages, curve, models=models, grpo_step_split=split)
     (out / "real_model_result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 

@@ -59,3 +59,18 @@ def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path, script):
     result = subprocess.run([sys.executable, "-c", stand_in], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 130, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == f"{script}: interrupted" and "Traceback" not in result.stderr
+
+
+def test_a_finished_script_closes_its_process_group(tmp_path):
+    # torchrun's ranks train in a gloo group; left open to the end, a rank that finished training could abort
+    # at exit (SIGABRT, "terminate called without an active exception") and fail the whole launch.
+    import torch.distributed as dist
+
+    seen = {}
+
+    def main():
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+        seen["open"] = dist.is_initialized()
+
+    runs.run_script("train.py", main)
+    assert seen["open"] and not dist.is_initialized()
