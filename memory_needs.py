@@ -17,10 +17,11 @@ from pathlib import Path
 
 GB = 1e9
 # The process before the model: Python, torch, transformers, trl, the tokenizer and the data.
-RUNTIME_BYTES = 1.0 * GB
-# Bytes kept per token of a micro-batch, per layer and unit of width (hidden + intermediate), fitted to sft.py's
-# peaks on SmolLM2-135M at micro-batches of 2, 4 and 8 (float32, LoRA, no gradient checkpointing).
-ACTIVATION_BYTES_PER_WIDTH = 4 * 24.0
+RUNTIME_BYTES = 1.1 * GB
+# Bytes kept per token of a micro-batch, per layer and unit of width (hidden + intermediate): sft.py's peaks on
+# SmolLM2-135M with tcmalloc, 3.14 GB at micro-batches of 2 and 7.6 GB at 8 rows of ~340 GSM8K tokens (float32,
+# LoRA, no gradient checkpointing), ~2.2 MB a token.
+ACTIVATION_BYTES_PER_WIDTH = 35.0
 # Gradient checkpointing keeps each layer's input only and recomputes the rest in the backward pass.
 CHECKPOINTED_SHARE = 0.12
 # Full fine-tuning keeps, per weight, its gradient and AdamW's two moments: three more copies.

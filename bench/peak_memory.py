@@ -12,7 +12,7 @@ system reports its peak resident size, its children's included (demo.py's stages
   train     train.py --config recipes/smollm2-135m-grpo.yaml, cut to --grpo_steps steps (the held-out
             evaluation at step 0 included)
   evaluate  evaluate.py --base_model models/SmolLM2-135M-Instruct --limit 500 --max_new_tokens 256
-  ask       ask.py --checkpoint models/SmolLM2-135M-Instruct --index 12
+  ask       ask.py --base_model M --checkpoint M --index 12 (M = models/SmolLM2-135M-Instruct: two models)
   demo      demo.py (the whole demo: its largest stage)
 The table: peak GB and wall seconds per command and code folder.
 """
@@ -40,7 +40,7 @@ def commands(code: Path, args: argparse.Namespace, out: Path) -> dict[str, list[
                   *data, "--max_steps", str(args.grpo_steps), "--output_dir", str(out / "train"), "--save_merged", "false"],
         "evaluate": [python, "evaluate.py", "--base_model", model, *data, "--limit", "500", "--max_new_tokens", "256",
                      "--output_dir", str(out / "evaluate")],
-        "ask": [python, "ask.py", "--checkpoint", model, *data, "--index", "12", "--max_new_tokens", "256"],
+        "ask": [python, "ask.py", "--base_model", model, "--checkpoint", model, *data, "--index", "12", "--max_new_tokens", "256"],
         "demo": [python, "demo.py", "--output_dir", str(out / "demo")],
     }  # fmt: skip
 

@@ -55,6 +55,6 @@ def test_sft_says_so_before_the_model_loads(tmp_path):
     folder = build_tiny_model(tmp_path / "model")
     (tmp_path / "data.jsonl").write_text("")
     done = run_script("sft.py", "--model_name_or_path", folder, "--dataset_name", tmp_path / "data.jsonl", "--use_cpu",
-                      "--max_length", "10000000", "--output_dir", tmp_path / "out", "--eval_holdout", "0")  # fmt: skip
+                      "--max_length", "1000000000", "--output_dir", tmp_path / "out", "--eval_holdout", "0")  # fmt: skip
     assert done.returncode == 2
     assert "memory: this run may need ~" in done.stdout and "--gradient_checkpointing true" in done.stdout
