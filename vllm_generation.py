@@ -39,6 +39,10 @@ CPU_BLOCK_SIZE = 128
 # The KV cache never takes more than this share of the memory available when the engine starts; with less
 # than the evaluation would fill, vLLM decodes fewer sequences at once.
 CPU_KV_CACHE_SHARE = 0.25
+# ... and never more than 1.5 GB: a whole GSM8K evaluation of SmolLM2 otherwise reserved 6 GB (254 sequences of
+# 493 tokens at once) and peaked at 7.8 GB on a 24 GB machine, where a laptop has 8; two CPU cores do not decode
+# hundreds of sequences at once any faster than dozens.
+CPU_KV_CACHE_MAX_BYTES = 1_500_000_000
 
 
 def vllm_lora_rank(r: int) -> int:
@@ -68,14 +72,15 @@ def cpu_unsupported_reason(model: str) -> str | None:
 def cpu_kv_cache_bytes(config: dict[str, Any], prompts: int, max_model_len: int, available: int) -> int:
     """KV cache for `prompts` sequences of `max_model_len` tokens (up to vLLM's CPU concurrency), in float32.
 
-    Capped at CPU_KV_CACHE_SHARE of `available` memory, but never below one sequence's worth.
+    Capped at CPU_KV_CACHE_SHARE of `available` memory and at CPU_KV_CACHE_MAX_BYTES, but never below one
+    sequence's worth.
     """
     per_token = 2 * config["num_hidden_layers"] * config.get("num_key_value_heads", config["num_attention_heads"])
     per_token *= head_size(config) * 4
     blocks = math.ceil(max_model_len / CPU_BLOCK_SIZE) + 1
     one_sequence = blocks * CPU_BLOCK_SIZE * per_token
     wanted = min(prompts, CPU_MAX_NUM_SEQS) * one_sequence
-    return max(one_sequence, min(wanted, int(available * CPU_KV_CACHE_SHARE)))
+    return max(one_sequence, min(wanted, int(available * CPU_KV_CACHE_SHARE), CPU_KV_CACHE_MAX_BYTES))
 
 
 def all_cores_binding() -> str:

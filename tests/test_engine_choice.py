@@ -123,3 +123,15 @@ def test_evaluate_says_which_engine_and_why_and_warns_before_generating(monkeypa
     assert "warning: 2 completions on the CPU with hf, up to 32 tokens each" in log
     assert log.index("warning: 2 completions") < log.index("base: generating")
     assert "base: " in log and " tokens/s), after " in log  # the speed line
+
+
+def test_a_whole_evaluation_on_the_cpu_reserves_a_bounded_kv_cache():
+    # SmolLM2 on GSM8K's 500 problems reserved 6 GB of KV cache on a 24 GB machine and peaked at 7.8 GB.
+    from vllm_generation import CPU_KV_CACHE_MAX_BYTES, cpu_kv_cache_bytes
+
+    smollm2 = {"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3}
+    reserved = cpu_kv_cache_bytes(smollm2, prompts=500, max_model_len=493, available=24 * 2**30)
+    assert reserved <= CPU_KV_CACHE_MAX_BYTES <= 1.5e9
+    one_sequence = cpu_kv_cache_bytes(smollm2, prompts=1, max_model_len=493, available=24 * 2**30)
+    assert reserved >= 32 * one_sequence  # still dozens of sequences at once
+    assert cpu_kv_cache_bytes(smollm2, prompts=4, max_model_len=493, available=24 * 2**30) == 4 * one_sequence
