@@ -11,7 +11,8 @@ system reports its peak resident size, its children's included (demo.py's stages
             longest micro-batch: max_length bounds it)
   train     train.py --config recipes/smollm2-135m-grpo.yaml, cut to --grpo_steps steps (the held-out
             evaluation at step 0 included)
-  evaluate  evaluate.py --base_model models/SmolLM2-135M-Instruct --limit 500 --max_new_tokens 256
+  evaluate  evaluate.py --base_model models/SmolLM2-135M-Instruct --limit 500 --max_new_tokens 256 (vLLM reserves its
+            KV cache at the start: fewer problems, --evaluate_limit, reach the same peak sooner)
   ask       ask.py --base_model M --checkpoint M --index 12 (M = models/SmolLM2-135M-Instruct: two models)
   demo      demo.py (the whole demo: its largest stage)
 The table: peak GB and wall seconds per command and code folder.
@@ -38,7 +39,7 @@ def commands(code: Path, args: argparse.Namespace, out: Path) -> dict[str, list[
                 "--max_samples", str(args.sft_samples), "--output_dir", str(out / "sft")],
         "train": [python, "train.py", "--config", "recipes/smollm2-135m-grpo.yaml", "--model_name_or_path", model,
                   *data, "--max_steps", str(args.grpo_steps), "--output_dir", str(out / "train"), "--save_merged", "false"],
-        "evaluate": [python, "evaluate.py", "--base_model", model, *data, "--limit", "500", "--max_new_tokens", "256",
+        "evaluate": [python, "evaluate.py", "--base_model", model, *data, "--limit", str(args.evaluate_limit), "--max_new_tokens", "256",
                      "--output_dir", str(out / "evaluate")],
         "ask": [python, "ask.py", "--base_model", model, "--checkpoint", model, *data, "--index", "12", "--max_new_tokens", "256"],
         "demo": [python, "demo.py", "--output_dir", str(out / "demo")],
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--dataset_name", default=str(GSM8K), help="GSM8K folder (default ../shared/data/gsm8k)")
     parser.add_argument("--model", default=str(MODEL_DIR), help="the model folder (default models/SmolLM2-135M-Instruct)")
     parser.add_argument("--sft_samples", type=int, default=48, help="sft.py's answers (default 48: 6 micro-batches of 8)")
+    parser.add_argument("--evaluate_limit", type=int, default=500, help="evaluate.py's problems (default 500)")
     parser.add_argument("--grpo_steps", type=int, default=2, help="train.py's GRPO steps (default 2)")
     parser.add_argument("--output_dir", default="outputs/peak-memory", help="where the runs go (emptied first)")
     args = parser.parse_args()
@@ -68,7 +70,8 @@ def main() -> None:
         folder.mkdir(parents=True)
         for name, command in commands(code, args, folder).items():
             if name in names:
-                usage = run_measured(command, code, folder / f"{name}.log")
+                # a cache of its own: evaluate.py would otherwise reuse an earlier run's base completions
+                usage = run_measured(command, code, folder / f"{name}.log", env={"GRPO_EVAL_CACHE": str(folder / "eval-cache")})
                 results.setdefault(name, {})[str(code)] = usage
                 print(f"{name:<9} {usage['peak_gb']:6.2f} GB peak {usage['wall']:7.0f} s  ({code}; allocator: "
                       f"{usage['allocator']})", flush=True)  # fmt: skip
