@@ -1,6 +1,7 @@
 """allocator.py: the scripts start themselves again under a fast allocator when one is installed, and say which runs."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -100,3 +101,24 @@ def test_a_script_run_inside_another_program_is_never_started_again(monkeypatch)
     assert allocator.started_as_script()
     monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "train", "--smoke"])
     assert not allocator.started_as_script()
+
+
+MIMALLOC = next((d / "libmimalloc.so" for d in allocator.python_lib_dirs() if (d / "libmimalloc.so").is_file()), None)
+
+
+@pytest.mark.skipif(MIMALLOC is None, reason="cmeel-mimalloc is not installed (requirements-cpu.txt has it)")
+@pytest.mark.parametrize("user_setting", [None, "250"])
+def test_mimalloc_keeps_freed_memory_unless_the_user_says_otherwise(tmp_path, user_setting):
+    # Purging freed memory made sft.py 1.28x slower under mimalloc (allocator.MIMALLOC_SETTINGS).
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os, allocator\nallocator.use_fast_allocator()\n"
+        "print(allocator.loaded()[0], os.environ.get('MIMALLOC_PURGE_DELAY'))\n"
+    )
+    env = {**without_choice(), allocator.CHOICE_ENV: str(MIMALLOC), "PYTHONPATH": os.path.dirname(allocator.__file__)}
+    env.pop("MIMALLOC_PURGE_DELAY", None)
+    if user_setting:
+        env["MIMALLOC_PURGE_DELAY"] = user_setting
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["mimalloc", user_setting or "-1"], done.stdout
