@@ -13,11 +13,14 @@ torch, transformers and peft are imported inside the functions: importing this m
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from cpu_decode import can_pack, packed_linears
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,8 @@ def generate_with_model(
     With `share_prefix`, the token prefix every prompt starts with (the chat template's system prompt) is run
     through the model once, and each batch starts from a copy of its KV cache: each row is then
     prefix + padding + its own tokens, the padding masked out and the positions counted from the attention mask,
-    so every row attends to exactly the tokens and positions it would alone.
+    so every row attends to exactly the tokens and positions it would alone. On the CPU the weights are packed for
+    oneDNN while it runs (cpu_decode.py): the same greedy tokens, faster.
     """
     import torch
     from tqdm.auto import tqdm
@@ -217,7 +221,8 @@ def generate_with_model(
     # Longest first: similar lengths share a batch (little padding) and an out-of-memory shows up at once.
     order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
     completions: list[Completion | None] = [None] * len(texts)
-    with torch.inference_mode(), tqdm(total=len(texts), desc=label, unit="problem") as bar:
+    packed = packed_linears(model, batch_size) if can_pack(model) else contextlib.nullcontext()
+    with torch.inference_mode(), packed, tqdm(total=len(texts), desc=label, unit="problem") as bar:
         prefix = _prefix_cache(model, token_ids) if share_prefix else None
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]

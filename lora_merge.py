@@ -8,8 +8,9 @@ the CPU").
 `merged_lora` gives each projection a new weight, its base weight plus the adapter's delta (peft's own
 `get_delta_weight`, the one `merge_adapter` adds), switches the adapters off for the duration, and then puts back
 the very tensors it replaced: unlike merge_adapter/unmerge_adapter, no rounding builds up over a run, in any
-dtype. While generating, the targeted weights take twice their memory. torch and peft are imported inside the
-functions.
+dtype. While generating, the targeted weights take twice their memory. On the CPU, `generate_merged` also decodes
+through cpu_decode.py (the merged weights packed for oneDNN, sampling by cumulative sums). torch and peft are
+imported inside the functions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from cpu_decode import fast_cpu_generation
 
 
 def lora_layers(model: Any) -> list[Any]:
@@ -70,11 +73,12 @@ def generate_merged(model: Any) -> bool:
     if not can_merge(model):
         return False
     original = model.generate
+    decode = fast_cpu_generation(model, original)  # packs the merged weights, inside the merge
 
     @functools.wraps(original)
     def generate(*args: Any, **kwargs: Any) -> Any:
         with merged_lora(model):
-            return original(*args, **kwargs)
+            return decode(*args, **kwargs)
 
     model.generate = generate
     return True

@@ -329,10 +329,13 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         generate_reading_prompts_once(trainer.model, filler)  # wrapped by the merge below: the same weights
         main_process_print("generation: the shared system prompt and each distinct prompt run through the model once")
     if script_args.generate_merged and backend == "hf" and not training_args.use_vllm and not sharded:
+        from cpu_decode import can_pack
         from lora_merge import generate_merged
 
         if generate_merged(trainer.model):
             main_process_print("generation: the LoRA adapter folded into the weights for each generate call")
+            if can_pack(trainer.model):
+                main_process_print("generation: weights packed for oneDNN, sampling by cumulative sums (cpu_decode.py)")
     trainer.add_callback(
         CompletionsCallback(
             trainer, training_args.output_dir, script_args.print_sample_every, training_args.num_completions_to_print
