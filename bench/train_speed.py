@@ -5,6 +5,7 @@
     git worktree add /tmp/before 6d3cfae
     python bench/train_speed.py --dataset_name ../shared/data/gsm8k --code /tmp/before --code .
     python bench/train_speed.py --dataset_name ../shared/data/gsm8k --profile      # + a GRPO step's top operators
+    python bench/train_speed.py --greedy_check 32 --grpo_steps 0 --sft_samples 0   # packed weights: the same tokens?
     # allocators side by side on this code: glibc's malloc and each library GRPO_ALLOCATOR can name
     python bench/train_speed.py --allocator glibc --allocator /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 
@@ -29,7 +30,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchutil import GSM8K, REPO_DIR, cpu_name, run_measured
+from benchutil import GSM8K, REPO_DIR, cpu_name, gsm8k_prompts, run_measured
 
 import allocator
 from run_metrics import read_jsonl, step_entries
@@ -53,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--grpo_steps", type=int, default=3, help="GRPO optimizer steps per run (default 3; 0: none)")
     parser.add_argument("--sft_samples", type=int, default=24, help="SFT answers per run, batch 8 (default 24; 0: none)")
     parser.add_argument("--profile", action="store_true", help="also profile one GRPO step of this folder's code")
+    parser.add_argument("--greedy_check", type=int, default=0, metavar="N",
+                        help="also decode N GSM8K problems greedily (evaluate.py's path) with and without packed weights")
     parser.add_argument("--output_dir", default="outputs/train-speed", help="where the runs go (emptied first)")
     return parser.parse_args()
 
@@ -202,8 +205,32 @@ def main() -> None:
     (out / "train_speed.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     if args.profile:
         print("\nprofile of one GRPO step (this folder's code), by self CPU time:\n" + profile_grpo_step(args, out / "profile"))
+    if args.greedy_check:
+        print("\n" + greedy_check(args, args.greedy_check), flush=True)
     if len(results) > 1:
         print(f"\nlast against first code: {speedups(results[0], results[-1])}")
+
+
+def greedy_check(args: argparse.Namespace, count: int, max_new_tokens: int = 128) -> str:
+    """evaluate.py's greedy decoding of `count` problems, batch 16, without and with cpu_decode.py's packed weights."""
+    import time
+
+    import generation
+    from cpu_decode import can_pack
+
+    source = generation.ModelSource("base", args.model, args.model)
+    model, tokenizer = generation.load_hf_model(source), generation.load_tokenizer(args.model)
+    prompts, runs = gsm8k_prompts(args.dataset_name, count), {}
+    for packed in (False, True):
+        generation.can_pack = can_pack if packed else (lambda model: False)
+        started = time.perf_counter()
+        completions = generation.generate_with_model(model, tokenizer, prompts, max_new_tokens, batch_size=16)
+        runs[packed] = ([c.token_ids for c in completions], time.perf_counter() - started)
+    generation.can_pack = can_pack
+    same = sum(a == b for a, b in zip(runs[False][0], runs[True][0]))
+    tokens = sum(map(len, runs[False][0]))
+    return (f"greedy decoding of {count} GSM8K problems ({tokens} tokens, batch 16): {runs[False][1]:.1f} s as stored, "
+            f"{runs[True][1]:.1f} s packed ({runs[False][1] / runs[True][1]:.2f}x); the same tokens in {same}/{count} rows")
 
 
 def speedups(before: dict, after: dict) -> str:
