@@ -1,7 +1,7 @@
 """Decoding on the CPU at the speed of its matrix products: weights packed for oneDNN, one random draw per row.
 
-A decoding step of SmolLM2-135M at 8-16 rows on 2 CPU cores spends most of its time in two places that have nothing
-to do with the model's arithmetic (docs/BENCHMARKS.md, "Decoding on the CPU"):
+A decoding step of SmolLM2-135M at 8-16 rows on 2 CPU cores spends much of its time in two places that run far
+below the machine's limits (docs/BENCHMARKS.md, "Decoding on the CPU"):
 1. `F.linear` hands each [rows x 576] activation to MKL's sgemm with the weight as stored, [out x in]. At a few rows
    that reaches a third of the machine's bandwidth: the tied LM head ([49152 x 576], a fifth of the weights) alone
    takes ~25 ms a step at 16 rows where reading it once takes ~4 ms. `packed_linears` gives every `nn.Linear` a
