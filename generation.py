@@ -193,6 +193,7 @@ def generate_with_model(
     batch_size: int,
     label: str = "generate",
     share_prefix: bool = True,
+    pack: bool = True,
 ) -> list[Completion]:
     """generate_hf's greedy loop on a model and tokenizer already loaded (bench/gpu_bench.py times it).
 
@@ -200,8 +201,8 @@ def generate_with_model(
     With `share_prefix`, the token prefix every prompt starts with (the chat template's system prompt) is run
     through the model once, and each batch starts from a copy of its KV cache: each row is then
     prefix + padding + its own tokens, the padding masked out and the positions counted from the attention mask,
-    so every row attends to exactly the tokens and positions it would alone. On the CPU the weights are packed for
-    oneDNN while it runs (cpu_decode.py): the same greedy tokens, faster.
+    so every row attends to exactly the tokens and positions it would alone. With `pack`, on the CPU, the weights are
+    packed for oneDNN while it runs (cpu_decode.py): the same greedy tokens, faster.
     """
     import torch
     from tqdm.auto import tqdm
@@ -221,7 +222,7 @@ def generate_with_model(
     # Longest first: similar lengths share a batch (little padding) and an out-of-memory shows up at once.
     order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
     completions: list[Completion | None] = [None] * len(texts)
-    packed = packed_linears(model, batch_size) if can_pack(model) else contextlib.nullcontext()
+    packed = packed_linears(model, batch_size) if pack and can_pack(model) else contextlib.nullcontext()
     with torch.inference_mode(), packed, tqdm(total=len(texts), desc=label, unit="problem") as bar:
         prefix = _prefix_cache(model, token_ids) if share_prefix else None
         for start in range(0, len(order), batch_size):

@@ -216,17 +216,14 @@ def greedy_check(args: argparse.Namespace, count: int, max_new_tokens: int = 128
     import time
 
     import generation
-    from cpu_decode import can_pack
 
     source = generation.ModelSource("base", args.model, args.model)
     model, tokenizer = generation.load_hf_model(source), generation.load_tokenizer(args.model)
     prompts, runs = gsm8k_prompts(args.dataset_name, count), {}
     for packed in (False, True):
-        generation.can_pack = can_pack if packed else (lambda model: False)
         started = time.perf_counter()
-        completions = generation.generate_with_model(model, tokenizer, prompts, max_new_tokens, batch_size=16)
+        completions = generation.generate_with_model(model, tokenizer, prompts, max_new_tokens, 16, pack=packed)
         runs[packed] = ([c.token_ids for c in completions], time.perf_counter() - started)
-    generation.can_pack = can_pack
     same = sum(a == b for a, b in zip(runs[False][0], runs[True][0]))
     tokens = sum(map(len, runs[False][0]))
     return (f"greedy decoding of {count} GSM8K problems ({tokens} tokens, batch 16): {runs[False][1]:.1f} s as stored, "

@@ -40,26 +40,14 @@ def test_packed_copies_are_taken_when_the_context_opens():
     inputs = torch.randn(3, 5, 16)
     with torch.no_grad():
         with packed_linears(layer, rows=3):
-            torch.testing.assert_close(
-                layer(inputs),
-                torch.nn.functional.linear(inputs, layer.weight, layer.bias),
-            )
+            torch.testing.assert_close(layer(inputs), torch.nn.functional.linear(inputs, layer.weight, layer.bias))
         layer.weight.mul_(-2.0)  # an optimizer step between two generate calls
         with packed_linears(layer, rows=3):
-            torch.testing.assert_close(
-                layer(inputs),
-                torch.nn.functional.linear(inputs, layer.weight, layer.bias),
-            )
+            torch.testing.assert_close(layer(inputs), torch.nn.functional.linear(inputs, layer.weight, layer.bias))
 
 
 def test_sampling_by_cumulative_sums_draws_the_distribution():
-    probs = torch.tensor(
-        [
-            [0.1, 0.0, 0.6, 0.3, 0.0],
-            [0.0, 0.0, 0.0, 0.0, 2.0],
-            [1.0, 1.0, 0.0, 2.0, 0.0],
-        ]
-    )
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0], [1.0, 1.0, 0.0, 2.0, 0.0]])
     torch.manual_seed(0)
     draws = torch.cat([sample_from_cumulative(probs) for _ in range(20000)], dim=1)  # 3 rows x 20000 draws
     assert draws.shape == (3, 20000) and draws.dtype == torch.int64
@@ -72,14 +60,10 @@ def test_sampling_by_cumulative_sums_draws_the_distribution():
     assert torch.equal(again, draws)  # seeded like every other torch draw
 
 
-def test_a_threshold_at_the_very_total_lands_on_the_last_entry_with_probability():
+def test_a_threshold_at_the_very_total_lands_on_the_last_entry_with_probability(monkeypatch):
     probs = torch.tensor([[0.25, 0.75, 0.0, 0.0]])
-    original = torch.rand
-    torch.rand = lambda shape, **kwargs: torch.ones(shape, dtype=kwargs.get("dtype"))  # u = 1: the total itself
-    try:
-        assert sample_from_cumulative(probs).item() == 1
-    finally:
-        torch.rand = original
+    monkeypatch.setattr(torch, "rand", lambda shape, **kwargs: torch.ones(shape, dtype=kwargs.get("dtype")))  # u = 1
+    assert sample_from_cumulative(probs).item() == 1
 
 
 def test_cumulative_sampling_only_takes_single_draws_and_puts_multinomial_back():
