@@ -33,3 +33,12 @@ def test_every_recipe_key_is_an_option():
     known = {f.name for f in fields(train.ScriptArguments)} | {f.name for f in fields(GRPOConfig)}
     recipe = yaml.safe_load(train.RECIPE.read_text())
     assert sorted(set(recipe) - known) == []
+
+
+def test_demo_recipe_does_not_scale_advantages_by_group_std():
+    # demo.py's GRPO stage: most groups' answers are all wrong and differ only in the reward's small format and
+    # length terms; scaled by each group's std, that noise weighed as much as a right answer (docs/BENCHMARKS.md).
+    recipe = train.REPO_DIR / "recipes" / "smollm2-demo-grpo.yaml"
+    _, training_args, _, _ = train.parse_args(["--config", str(recipe), "--backend", "hf"])
+    assert training_args.scale_rewards == "none"
+    assert training_args.beta == 0.0 and training_args.num_generations == 4
