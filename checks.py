@@ -228,6 +228,8 @@ def check_config(script_args, training_args, builds_model: bool = False) -> list
         raise ConfigError(f"max_samples must be positive, got {script_args.max_samples}")
     if script_args.lora_r < 1 or script_args.lora_alpha < 1:
         raise ConfigError("lora_r and lora_alpha must be positive")
+    if training_args.scale_rewards not in ("group", "batch", "none"):  # trl refuses it only at its first step
+        raise ConfigError(f"scale_rewards must be one of group, batch, none, got {training_args.scale_rewards!r}")
     check_heldout_settings(script_args, training_args)
     make_writable_output_dir(Path(training_args.output_dir))
     return reward_funcs

@@ -4,7 +4,7 @@ import sys
 import types
 
 import pytest
-from helpers import run_script
+from helpers import run_script, smoke_error_line
 
 import checks
 import train
@@ -263,3 +263,11 @@ def test_a_lora_rank_or_alpha_below_one_is_one_line_before_loading(tmp_path, scr
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"{script}: error: lora_r and lora_alpha must be positive")
     assert not (tmp_path / "run" / "base-model").exists()  # refused before the tiny model was built
+
+
+def test_an_unknown_scale_rewards_is_one_line_before_loading(tmp_path):
+    # trl itself only refuses it at the first step, after the model has loaded and the first rollouts ran.
+    line = smoke_error_line("train.py", tmp_path / "run", "--scale_rewards", "std",
+                            message="scale_rewards must be one of group, batch, none")  # fmt: skip
+    assert "'std'" in line
+    assert not (tmp_path / "run" / "base-model").exists()
