@@ -79,8 +79,8 @@ def test_console_shows_key_lines_that_tqdm_prefixes_with_cursor_codes(tmp_path, 
 # another order change on another CPU). GRPO's direction after 8 steps is its draws' (above), so what is checked
 # is that it moved the policy: a trainer that does not update, or a reward that gives every answer of a group the
 # same score (zero advantages, no gradient at beta 0), leaves every greedy answer of the SFT model as it was;
-# 8 steps changed 97 of 100 (100 of 100 at 825382e). Whether GRPO raises accuracy is the full demo's question (bench/demo_bench.py), and
-# tests/learning_check.py's on a toy reward.
+# 8 steps changed 97 of 100 (100 of 100 at 825382e). Whether GRPO raises accuracy is the full demo's question
+# (bench/demo_bench.py), and tests/learning_check.py's on a toy reward.
 QUICK_MIN_SFT_STRICT = 0.10
 QUICK_MIN_SFT_FORMATTED = 0.25
 QUICK_MIN_GRPO_CHANGED = 0.50  # share of the SFT model's greedy answers GRPO changed

@@ -4,6 +4,7 @@ from dataclasses import fields
 
 import yaml
 
+import demo
 import train
 
 # Fields of the blog's objective (trl 0.14's GRPOTrainer) that the recipe leaves to trl's defaults, with the
@@ -36,9 +37,9 @@ def test_every_recipe_key_is_an_option():
 
 
 def test_demo_recipe_does_not_scale_advantages_by_group_std():
-    # demo.py's GRPO stage: most groups' answers are all wrong and differ only in the reward's small format and
-    # length terms; scaled by each group's std, that noise weighed as much as a right answer (docs/BENCHMARKS.md).
-    recipe = train.REPO_DIR / "recipes" / "smollm2-demo-grpo.yaml"
-    _, training_args, _, _ = train.parse_args(["--config", str(recipe), "--backend", "hf"])
+    # demo.py's GRPO stage: a third or more of the groups have only wrong answers, which differ in the reward's small
+    # format and length terms; scaled by each group's std, that noise weighed as much as a right answer
+    # (docs/BENCHMARKS.md, "The real-model demo").
+    _, training_args, _, _ = train.parse_args(["--config", str(demo.GRPO_RECIPE), "--backend", "hf"])
     assert training_args.scale_rewards == "none"
     assert training_args.beta == 0.0 and training_args.num_generations == 4
