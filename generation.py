@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cpu_decode import can_pack, packed_linears
+from cpu_decode import can_pack, grouped_query_attention, packed_linears
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,8 @@ def generate_with_model(
     through the model once, and each batch starts from a copy of its KV cache: each row is then
     prefix + padding + its own tokens, the padding masked out and the positions counted from the attention mask,
     so every row attends to exactly the tokens and positions it would alone. With `pack`, on the CPU, the weights are
-    packed for oneDNN while it runs (cpu_decode.py): the same greedy tokens, faster.
+    packed for oneDNN and attention groups its query heads in SDPA while it runs (cpu_decode.py): the same greedy
+    tokens, faster.
     """
     import torch
     from tqdm.auto import tqdm
@@ -222,8 +223,10 @@ def generate_with_model(
     # Longest first: similar lengths share a batch (little padding) and an out-of-memory shows up at once.
     order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
     completions: list[Completion | None] = [None] * len(texts)
-    packed = packed_linears(model, batch_size) if pack and can_pack(model) else contextlib.nullcontext()
-    with torch.inference_mode(), packed, tqdm(total=len(texts), desc=label, unit="problem") as bar:
+    fast = pack and can_pack(model)
+    packed = packed_linears(model, batch_size) if fast else contextlib.nullcontext()
+    grouped = grouped_query_attention() if fast else contextlib.nullcontext()
+    with torch.inference_mode(), packed, grouped, tqdm(total=len(texts), desc=label, unit="problem") as bar:
         prefix = _prefix_cache(model, token_ids) if share_prefix else None
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]

@@ -4,7 +4,14 @@ the distribution torch.multinomial draws; train.py's rollouts decode through bot
 import pytest
 import torch
 
-from cpu_decode import can_pack, cumulative_sampling, fast_cpu_generation, packed_linears, sample_from_cumulative
+from cpu_decode import (
+    can_pack,
+    cumulative_sampling,
+    fast_cpu_generation,
+    grouped_query_attention,
+    packed_linears,
+    sample_from_cumulative,
+)
 from lora_merge import generate_merged
 from tests.test_lora_merge import peft_model
 from tiny_model import build_causal_lm, build_tiny_tokenizer
@@ -46,6 +53,37 @@ def test_packed_copies_are_taken_when_the_context_opens():
             torch.testing.assert_close(layer(inputs), torch.nn.functional.linear(inputs, layer.weight, layer.bias))
 
 
+def key_value_copies(monkeypatch):
+    """A list that grows by one each time transformers copies keys or values per query head group."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    copies, repeat_kv = [], sdpa.repeat_kv
+    monkeypatch.setattr(sdpa, "repeat_kv", lambda states, groups: copies.append(groups) or repeat_kv(states, groups))
+    return copies
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_padded_prompts_attend_without_copying_keys_per_head_group(family, monkeypatch):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    tokenizer = build_tiny_tokenizer(family=family)
+    model = build_causal_lm(tokenizer, family=family).eval()
+    assert model.config.num_attention_heads > model.config.num_key_value_heads  # grouped-query attention
+    ids = prompts(tokenizer)
+    assert not ids["attention_mask"].all()  # padded: transformers passes SDPA a mask
+    settings = {"max_new_tokens": 16, "min_new_tokens": 16, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    copies = key_value_copies(monkeypatch)
+    plain = model.generate(**ids, **settings)
+    assert copies  # as transformers comes: keys and values copied per group at every step
+    copies.clear()
+    with grouped_query_attention():
+        grouped = model.generate(**ids, **settings)
+    assert torch.equal(grouped, plain) and not copies
+    assert "sdpa" not in ALL_ATTENTION_FUNCTIONS._local_mapping  # transformers' own attention again
+    model.generate(**ids, **settings)
+    assert copies
+
+
 def test_sampling_by_cumulative_sums_draws_the_distribution():
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0], [1.0, 1.0, 0.0, 2.0, 0.0]])
     torch.manual_seed(0)
@@ -85,8 +123,9 @@ def test_fast_generation_wraps_only_what_can_pack():
     assert seen == [torch.multinomial]  # bfloat16 weights: nothing packed, torch's own sampling
 
 
-def test_rollouts_decode_packed_with_cumulative_sampling_on_the_cpu():
+def test_rollouts_decode_packed_with_cumulative_sampling_on_the_cpu(monkeypatch):
     model, tokenizer = peft_model()
+    copies = key_value_copies(monkeypatch)
     ids = prompts(tokenizer)
     during = []
     head = model.get_output_embeddings()
@@ -98,9 +137,11 @@ def test_rollouts_decode_packed_with_cumulative_sampling_on_the_cpu():
     assert during and not any(packed for packed, _ in during)  # as the model comes: neither
     assert generate_merged(model)
     during.clear()
+    copies.clear()
     torch.manual_seed(3)
     rollouts = model.generate(**ids, **settings)
     assert during and all(packed and sampler is not torch.multinomial for packed, sampler in during)
+    assert not copies  # grouped-query attention in SDPA
     torch.manual_seed(3)
     assert torch.equal(model.generate(**ids, **settings), rollouts) and rollouts.shape == unmerged.shape  # seeded
     assert not any("forward" in vars(m) for m in linears(model))
