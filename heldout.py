@@ -127,30 +127,18 @@ def describe(metrics: dict[str, Any], size: int, step: int) -> str:
     return f"held-out accuracy, step {step} ({size} problems, {how}): " + ", ".join(parts)
 
 
-def evaluation_loss_in_micro_batches(trainer: Any, rows: int) -> None:
-    """Make trl's evaluation compute its loss `rows` answers at a time, as training does.
+def evaluation_without_loss(trainer: Any) -> None:
+    """Make trl's held-out evaluation generate and score its answers, and skip the loss.
 
-    trl's GRPO evaluation generates a whole evaluation batch (per_device_eval_batch_size answers, one generate
-    call) and then computes the loss and its metrics on all of them in one forward pass: on the CPU with 25
-    held-out answers of SmolLM2 that pass took ~2 GB more than a training step, and set the run's peak. The
-    loss is only a logged figure there. In slices it is the same figure: the losses trl divides by the whole
-    batch's tokens (dapo, cispo, vespo) add up, the others (a mean over answers) are weighted by each slice's
-    share of the answers (bnpo's mean over tokens too, a close figure).
+    trl's GRPO evaluation generates an evaluation batch and then runs the policy over all of it once more for a
+    loss, which is no figure of merit here: it is the GRPO loss of the policy's own samples, ~0 by construction
+    with one pass per generation. On the CPU that pass took ~13 s of each ~31 s evaluation of 32 SmolLM2 answers,
+    and on a whole evaluation batch at once it set the run's peak memory (25 answers: ~2 GB above a training
+    step). The held-out scores come from the generation and the rewards alone; trl logs no eval_loss then.
     """
-    import torch
-
-    summed = trainer.loss_type in ("dapo", "cispo", "vespo")
 
     def prediction_step(model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = trainer._prepare_inputs(inputs)  # generation and rewards: the held-out scores
-        size = len(inputs["completion_ids"])
-        total = 0.0
-        with torch.no_grad(), trainer.compute_loss_context_manager():
-            for start in range(0, size, rows):
-                part = {key: value[start : start + rows] if torch.is_tensor(value) and value.dim() > 0
-                        and len(value) == size else value for key, value in inputs.items()}  # fmt: skip
-                share = 1.0 if summed else len(part["completion_ids"]) / size
-                total = total + trainer.compute_loss(model, part).mean().detach() * share
-        return total, None, None
+        trainer._prepare_inputs(inputs)  # generation and rewards: the held-out scores
+        return None, None, None
 
     trainer.prediction_step = prediction_step

@@ -53,7 +53,7 @@ from checks import (
     check_vllm_generation,
     find_checkpoint,
 )
-from heldout import evaluation_loss_in_micro_batches, hold_out, with_scorers
+from heldout import evaluation_without_loss, hold_out, with_scorers
 from memory_needs import memory_note
 from options import SMOKE_TRAINING, ConfigError, exit_with, read_layers, shared_option
 from runs import (
@@ -314,8 +314,8 @@ def main(argv: list[str] | None = None, extra_callbacks: list | None = None) -> 
         GRPOTrainer, script_args, training_args, backend, model, tokenizer, peft_config, callbacks,
         reward_funcs=reward_funcs, train_dataset=train_dataset, eval_dataset=heldout,
     )  # fmt: skip
-    if heldout is not None and training_args.per_device_eval_batch_size > training_args.per_device_train_batch_size:
-        evaluation_loss_in_micro_batches(trainer, training_args.per_device_train_batch_size)
+    if heldout is not None:
+        evaluation_without_loss(trainer)
     sharded = training_args.deepspeed or training_args.fsdp  # a shard of each weight per process: nothing to fold into
     if backend == "hf" and not sharded:
         from shared_prompt import train_reading_prompts_once

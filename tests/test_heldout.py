@@ -144,9 +144,10 @@ def test_demo_never_cold_starts_on_the_problems_grpo_holds_out(tmp_path, holdout
     assert len(set(held["question"]) & cold_started) == 0
 
 
-def test_the_held_out_loss_is_computed_a_training_micro_batch_at_a_time(tmp_path, monkeypatch):
-    # trl computes the evaluation loss on a whole evaluation batch at once: on the CPU that pass set the run's
-    # peak memory (25 held-out SmolLM2 answers: ~2 GB above a training step).
+def test_the_held_out_evaluation_generates_and_scores_without_a_loss_pass(tmp_path, monkeypatch):
+    # trl's evaluation runs the policy over every held-out answer again for a GRPO loss of its own samples, a
+    # figure of no use: on the CPU ~13 s of each ~31 s evaluation of 32 SmolLM2 answers, and on a whole
+    # evaluation batch at once the run's peak memory.
     from trl import GRPOTrainer
 
     import train
@@ -154,13 +155,12 @@ def test_the_held_out_loss_is_computed_a_training_micro_batch_at_a_time(tmp_path
     seen, original = [], GRPOTrainer.compute_loss
 
     def recording(self, model, inputs, *args, **kwargs):
-        seen.append(("train" if model.training else "eval", len(inputs["completion_ids"])))
+        seen.append("train" if model.training else "eval")
         return original(self, model, inputs, *args, **kwargs)
 
     monkeypatch.setattr(GRPOTrainer, "compute_loss", recording)
     train.main(["--smoke", "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--eval_holdout", "4",
                 "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2",
                 "--per_device_eval_batch_size", "4", "--save_merged", "false"])  # fmt: skip
-    evaluation = [rows for mode, rows in seen if mode == "eval"]
-    assert evaluation and max(evaluation) <= 2 and sum(evaluation) % 4 == 0, seen
+    assert "train" in seen and "eval" not in seen, seen
     assert heldout_entries(json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
