@@ -1,7 +1,7 @@
 """See a real model learn on your CPU: SmolLM2-135M-Instruct, cold-start SFT, then GRPO, on small word problems.
 
-    python demo.py                         # the whole recipe, offline after the model's fetch, ~16 minutes on 2 cores
-    python demo.py --quick                 # fewer problems and steps (~12 minutes): each stage runs and leaves its mark
+    python demo.py                         # the whole recipe, offline after the fetch, ~14-16 minutes on 2 cores
+    python demo.py --quick                 # fewer problems and steps (~8 minutes): each stage runs and leaves its mark
     python demo.py --seed 1 --output_dir outputs/demo-1
 
 Stages, each through the project's own command line, so what runs here is what runs on a GPU:
