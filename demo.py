@@ -50,7 +50,7 @@ EVAL_MAX_NEW_TOKENS = 128
 # Every evaluation runs with transformers in two batches of 100. It starts in seconds, where each vLLM engine takes
 # ~25 s, and a decoding step's fixed cost (~1,000 small operations) is shared by 100 rows instead of evaluate.py's 32
 # (the batch where the products' compute meets the weights' reads). Seed 1, 200 problems, 128 new tokens: the model as
-# fetched, which runs on to 128 tokens on about half, 101 s (vLLM 153-162 s, transformers at 32 rows 170 s); the SFT
+# fetched, which runs on to 128 tokens on about half, 101 s (vLLM 144-162 s, transformers at 32 rows 170 s); the SFT
 # model 68 s (80 s at 32 rows), the same answers.
 EVAL_BACKEND = ["--backend", "hf", "--batch_size", "100"]
 # --quick: the same recipe cut down, GRPO at a larger learning rate for its fewer steps (the test suite's end-to-end

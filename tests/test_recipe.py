@@ -36,19 +36,25 @@ def test_every_recipe_key_is_an_option():
     assert sorted(set(recipe) - known) == []
 
 
+def demo_grpo_args():
+    """The GRPO settings demo.py trains with: the GSM8K recipe underneath, the demo recipe over it."""
+    _, training_args, _, _ = train.parse_args(["--config", str(demo.GRPO_RECIPE), "--backend", "hf"])
+    return training_args
+
+
 def test_demo_recipe_does_not_scale_advantages_by_group_std():
     # demo.py's GRPO stage: a third or more of the groups have only wrong answers, which differ in the reward's small
     # format and length terms; scaled by each group's std, that noise weighed as much as a right answer
     # (docs/BENCHMARKS.md, "The real-model demo").
-    _, training_args, _, _ = train.parse_args(["--config", str(demo.GRPO_RECIPE), "--backend", "hf"])
+    training_args = demo_grpo_args()
     assert training_args.scale_rewards == "none"
     assert training_args.beta == 0.0
 
 
 def test_demo_recipe_samples_eight_answers_per_problem_and_one_per_held_out_problem():
     # Groups of 8 (2 problems a step) gained more than groups of 4 (4 problems) on seeds 0, 1 and 2 in the same time
-    # (docs/BENCHMARKS.md, "The real-model demo"). The held-out curve keeps one answer a problem, from the GSM8K
-    # recipe underneath: with num_generations_eval at 4 each of its evaluations took ~50 s instead of ~17 s.
-    _, training_args, _, _ = train.parse_args(["--config", str(demo.GRPO_RECIPE), "--backend", "hf"])
+    # (docs/BENCHMARKS.md, "The real-model demo"). The held-out curve keeps one answer a problem: with
+    # num_generations_eval at 4 each of its evaluations took ~50 s instead of ~17 s.
+    training_args = demo_grpo_args()
     assert training_args.num_generations == 8 and training_args.per_device_train_batch_size == 16
     assert training_args.num_generations_eval == 1
