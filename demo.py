@@ -45,9 +45,6 @@ FETCH = "fetch_model.py"
 MODEL_DIR = REPO_DIR / "models" / "SmolLM2-135M-Instruct"  # fetch_model.py's own default folder
 TEST_PROBLEMS = 200
 TRAIN_PROBLEMS = 2000
-# Each kind of problem asked in all four of miniature.py's wordings: a model that met one sentence per kind learnt
-# that sentence, and its gain did not carry to problems written by hand (samples/handwritten/).
-WORDINGS = 4
 # A two-step answer in the SFT format is ~75 tokens; the model as fetched runs past 128 on about half.
 EVAL_MAX_NEW_TOKENS = 128
 # Every evaluation runs with transformers in two batches of 100. It starts in seconds, where each vLLM engine takes
@@ -226,8 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plan = {
         FETCH: [[python, "fetch_model.py", "--output_dir", str(MODEL_DIR)]],
         "problems": [
-            [python, "miniature.py", "data", str(data_dir), *seed, "--train", str(TRAIN_PROBLEMS), "--test", str(TEST_PROBLEMS),
-             "--wordings", str(WORDINGS)],
+            [python, "miniature.py", "data", str(data_dir), *seed, "--train", str(TRAIN_PROBLEMS), "--test", str(TEST_PROBLEMS)],
             [python, "miniature.py", "cold-start", str(cold_start_dir), "--data", str(data_dir), *seed],
         ],
         "evaluate.py (as fetched)": [

@@ -1,12 +1,12 @@
 """The CPU miniature of the recipe: small GSM8K-format word problems, and a tiny model and tokenizer for them.
 
-    python miniature.py data OUT_DIR [--seed 0] [--train 4000] [--test 200] [--wordings 1]   # train.jsonl, test.jsonl
+    python miniature.py data OUT_DIR [--seed 0] [--train 4000] [--test 200]   # OUT_DIR/train.jsonl, test.jsonl
     python miniature.py cold-start OUT_DIR --data DATA_DIR [--seed 0]          # OUT_DIR/train.jsonl: worked solutions
     python miniature.py model OUT_DIR --data DATA_DIR [--seed 0]               # a random tiny Qwen2 + tokenizer
 
 The problems are one or two arithmetic steps in words ("Mia has 7 pens and buys 5 more. ..."), each a GSM8K
 row: `question`, and `answer` = sentences with calculator annotations (`7+5=<<7+5=12>>12`) ending in
-`#### 12`. Each of the five kinds of problem has four wordings (`--wordings N` draws from the first N; 1 by default). They are generated from a seed (same seed, same rows), and no question is in both splits, so
+`#### 12`. They are generated from a seed (same seed, same rows), and no question is in both splits, so
 data.py, sft.py, train.py and evaluate.py read them as they read GSM8K. demo.py runs the whole recipe on them.
 
 New wording alone would not make the test split unseen: the numbers allow only ~200 distinct calculations, and
@@ -61,100 +61,46 @@ ANNOTATION = re.compile(r"<<([^=>]+)=")
 HELDOUT_CHAIN_SHARE = 0.25
 
 
-# Question wordings of each kind of problem, and the solution's sentences ({calc} is the annotated calculation).
-# `--wordings 1` (the default, and the tiny model's) asks every problem in the first; demo.py asks in all four, so
-# that a real model learns to read the problem rather than one sentence. samples/handwritten/ is kept out of these.
-WORDINGS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "add": (
-        ("{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?",
-         ("{name} has {calc} {things} now.",)),
-        ("{name} had {a} {things}. {other} gave {name} {b} more. How many {things} does {name} have now?",
-         ("{name} has {calc} {things} now.",)),
-        ("{name} made {a} {things} yesterday and {b} {things} today. How many {things} has {name} made?",
-         ("{name} has made {calc} {things}.",)),
-        ("{other} hands {name} {b} {things}, and {name} already owns {a}. How many {things} does {name} own?",
-         ("{name} owns {calc} {things}.",)),
-    ),
-    "sub": (
-        ("{name} had {a} {things} and gave {b} to {other}. How many {things} does {name} have left?",
-         ("{name} has {calc} {things} left.",)),
-        ("{name} started the day with {a} {things} and used up {b}. How many {things} are left?",
-         ("{name} has {calc} {things} left.",)),
-        ("Of the {a} {things} {name} had, {other} took {b}. How many {things} does {name} keep?",
-         ("{name} keeps {calc} {things}.",)),
-        ("{name} had {a} {things} and sold {b} of them at the fair. How many {things} did {name} not sell?",
-         ("{name} did not sell {calc} {things}.",)),
-    ),
-    "mul": (
-        ("{name} buys {a} {box} with {b} {things} in each. How many {things} does {name} buy?",
-         ("{name} buys {calc} {things}.",)),
-        ("{name} has {a} {box}, and every one holds {b} {things}. How many {things} are in the {box}?",
-         ("The {box} hold {calc} {things}.",)),
-        ("{name} puts {b} {things} into each of {a} {box}. How many {things} does {name} put in?",
-         ("{name} puts in {calc} {things}.",)),
-        ("{a} {box} stand on {name}'s desk, {b} {things} in every one. How many {things} are on the desk?",
-         ("The desk has {calc} {things}.",)),
-    ),
-    "add_sub": (
-        ("{name} has {a} {things} and finds {b} more, then gives {c} to {other}. How many {things} does {name} have now?",
-         ("After finding more, {name} has {calc} {things}.", "After giving some away, {name} has {calc} {things}.")),
-        ("{name} had {a} {things}. {other} gave {name} {b} more, and then {name} used {c}. How many {things} are left?",
-         ("With the gift, {name} has {calc} {things}.", "After using some, {name} has {calc} {things}.")),
-        ("{name} made {a} {things} yesterday and {b} {things} today, then sold {c} of them. How many {things} are unsold?",
-         ("{name} has made {calc} {things}.", "Unsold are {calc} {things}.")),
-        ("{other} hands {name} {b} {things}, and {name} already owns {a}. Then {name} loses {c}. How many {things} does {name} own now?",
-         ("{name} owns {calc} {things}.", "After the loss, {name} owns {calc} {things}.")),
-    ),
-    "mul_add": (
-        ("{name} buys {a} {box} with {b} {things} in each and already had {c} {things}. How many {things} does {name} have in all?",
-         ("{name} buys {calc} {things}.", "In all {name} has {calc} {things}.")),
-        ("{name} has {c} {things} and gets {a} {box} more, every one holding {b} {things}. How many {things} does {name} have now?",
-         ("The {box} hold {calc} {things}.", "Now {name} has {calc} {things}.")),
-        ("{name} puts {b} {things} into each of {a} {box}, and {c} more {things} stay on the table. How many {things} does {name} have?",
-         ("The {box} hold {calc} {things}.", "{name} has {calc} {things}.")),
-        ("{a} {box} stand on {name}'s desk, {b} {things} in every one, next to {c} other {things}. How many {things} are on the desk?",
-         ("The {box} hold {calc} {things}.", "The desk has {calc} {things}.")),
-    ),
-}  # fmt: skip
-
-
-def _wording(rng: random.Random, kind: str, wordings: int, **fields: object) -> tuple[str, tuple[str, ...]]:
-    """The question and step sentences of one `kind` in one of its first `wordings` wordings, fields filled in."""
-    # One wording draws nothing, so the default problems stay what they were before there were four.
-    question, steps = WORDINGS[kind][rng.randrange(wordings) if wordings > 1 else 0]
-    return question.format(**fields), tuple(step.format(calc="{calc}", **fields) for step in steps)
-
-
-def _one_step(rng: random.Random, name: str, other: str, things: str, wordings: int = 1) -> tuple[str, list[tuple[str, str]], int]:
+def _one_step(rng: random.Random, name: str, other: str, things: str) -> tuple[str, list[tuple[str, str]], int]:
     """A one-step problem: (question, [(sentence with {calc} placeholder, expression)], result)."""
     kind = rng.choice(("add", "sub", "mul"))
     if kind == "add":
         a, b = rng.randint(1, MAX_TERM), rng.randint(1, MAX_TERM)
-        question, steps = _wording(rng, kind, wordings, name=name, other=other, things=things, a=a, b=b)
-        return question, [(steps[0], f"{a}+{b}")], a + b
+        question = f"{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?"
+        return question, [(f"{name} has {{calc}} {things} now.", f"{a}+{b}")], a + b
     if kind == "sub":
         b = rng.randint(1, MAX_TERM)
         a = b + rng.randint(1, MAX_TERM)
-        question, steps = _wording(rng, kind, wordings, name=name, other=other, things=things, a=a, b=b)
-        return question, [(steps[0], f"{a}-{b}")], a - b
+        question = f"{name} had {a} {things} and gave {b} to {other}. How many {things} does {name} have left?"
+        return question, [(f"{name} has {{calc}} {things} left.", f"{a}-{b}")], a - b
     a, b = rng.randint(2, MAX_FACTOR), rng.randint(2, MAX_FACTOR)
     box = rng.choice(CONTAINERS)
-    question, steps = _wording(rng, kind, wordings, name=name, other=other, things=things, box=box, a=a, b=b)
-    return question, [(steps[0], f"{a}*{b}")], a * b
+    question = f"{name} buys {a} {box} with {b} {things} in each. How many {things} does {name} buy?"
+    return question, [(f"{name} buys {{calc}} {things}.", f"{a}*{b}")], a * b
 
 
-def _two_step(rng: random.Random, name: str, other: str, things: str, wordings: int = 1) -> tuple[str, list[tuple[str, str]], int]:
+def _two_step(rng: random.Random, name: str, other: str, things: str) -> tuple[str, list[tuple[str, str]], int]:
     """A two-step problem: the second step uses the first step's result."""
     kind = rng.choice(("add_sub", "mul_add"))
     if kind == "add_sub":
         a, b = rng.randint(1, MAX_TERM), rng.randint(1, MAX_TERM)
         c = rng.randint(1, a + b - 1)
-        question, steps = _wording(rng, kind, wordings, name=name, other=other, things=things, a=a, b=b, c=c)
-        return question, [(steps[0], f"{a}+{b}"), (steps[1], f"{a + b}-{c}")], a + b - c
+        question = (
+            f"{name} has {a} {things} and finds {b} more, then gives {c} to {other}. "
+            f"How many {things} does {name} have now?"
+        )
+        steps = [(f"After finding more, {name} has {{calc}} {things}.", f"{a}+{b}"),
+                 (f"After giving some away, {name} has {{calc}} {things}.", f"{a + b}-{c}")]  # fmt: skip
+        return question, steps, a + b - c
     a, b, c = rng.randint(2, MAX_FACTOR), rng.randint(2, MAX_FACTOR), rng.randint(1, MAX_TERM)
     box = rng.choice(CONTAINERS)
-    question, steps = _wording(rng, kind, wordings, name=name, other=other, things=things, box=box, a=a, b=b, c=c)
-    return question, [(steps[0], f"{a}*{b}"), (steps[1], f"{a * b}+{c}")], a * b + c
+    question = (
+        f"{name} buys {a} {box} with {b} {things} in each and already had {c} {things}. "
+        f"How many {things} does {name} have in all?"
+    )
+    steps = [(f"{name} buys {{calc}} {things}.", f"{a}*{b}"),
+             (f"In all {name} has {{calc}} {things}.", f"{a * b}+{c}")]  # fmt: skip
+    return question, steps, a * b + c
 
 
 def evaluate_expression(expression: str) -> int:
@@ -228,10 +174,7 @@ def heldout_chains(seed: int, share: float = HELDOUT_CHAIN_SHARE) -> frozenset[t
 
 
 def make_problem(
-    rng: random.Random,
-    two_step_share: float = TWO_STEP_SHARE,
-    allow: Callable[[tuple[str, ...]], bool] | None = None,
-    wordings: int = 1,
+    rng: random.Random, two_step_share: float = TWO_STEP_SHARE, allow: Callable[[tuple[str, ...]], bool] | None = None
 ) -> dict[str, str]:
     """One GSM8K-format row {question, answer}: annotated solution sentences, then `#### gold`.
 
@@ -242,7 +185,7 @@ def make_problem(
     things = rng.choice(OBJECTS)
     builder = _two_step if rng.random() < two_step_share else _one_step
     for _ in range(10_000):
-        question, steps, result = builder(rng, name, other, things, wordings)
+        question, steps, result = builder(rng, name, other, things)
         chain = tuple(canonical(expression) for _, expression in steps)
         if builder is _one_step or allow is None or allow(chain):
             break
@@ -261,7 +204,6 @@ def generate_problems(
     exclude: set[str] = frozenset(),
     two_step_share: float = TWO_STEP_SHARE,
     allow: Callable[[tuple[str, ...]], bool] | None = None,
-    wordings: int = 1,
 ) -> list[dict[str, str]]:
     """`n` distinct problems from `seed`, none whose question is in `exclude`, two-step chains as `allow` says."""
     rng = random.Random(seed)
@@ -271,32 +213,29 @@ def generate_problems(
         attempts += 1
         if attempts > 50 * n + 1000:
             raise ValueError(f"cannot find {n} distinct problems (found {len(rows)}): ask for fewer")
-        row = make_problem(rng, two_step_share, allow, wordings)
+        row = make_problem(rng, two_step_share, allow)
         if row["question"] not in seen:
             seen.add(row["question"])
             rows.append(row)
     return rows
 
 
-def make_splits(
-    seed: int = 0, n_train: int = 4000, n_test: int = 200, wordings: int = 1
-) -> dict[str, list[dict[str, str]]]:
+def make_splits(seed: int = 0, n_train: int = 4000, n_test: int = 200) -> dict[str, list[dict[str, str]]]:
     """Train and test splits from one seed; no test question appears in train, no test two-step chain either."""
     held = heldout_chains(seed)
-    train = generate_problems(seed, n_train, allow=lambda chain: chain not in held, wordings=wordings)
+    train = generate_problems(seed, n_train, allow=lambda chain: chain not in held)
     # A derived seed keeps the test set the same whatever n_train is, up to the questions train already took.
     test = generate_problems(
-        seed + 1_000_003, n_test, exclude={row["question"] for row in train}, allow=lambda chain: chain in held,
-        wordings=wordings,
+        seed + 1_000_003, n_test, exclude={row["question"] for row in train}, allow=lambda chain: chain in held
     )
     return {"train": train, "test": test}
 
 
-def write_dataset(output_dir: str | Path, seed: int = 0, n_train: int = 4000, n_test: int = 200, wordings: int = 1) -> Path:
+def write_dataset(output_dir: str | Path, seed: int = 0, n_train: int = 4000, n_test: int = 200) -> Path:
     """Write OUT/train.jsonl and OUT/test.jsonl (data.py reads the folder as `--dataset_name OUT`)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for split, rows in make_splits(seed, n_train, n_test, wordings).items():
+    for split, rows in make_splits(seed, n_train, n_test).items():
         write_jsonl(output_dir / f"{split}.jsonl", rows)
     return output_dir
 
@@ -369,8 +308,6 @@ def main(argv: list[str] | None = None) -> None:
     make_data.add_argument("--seed", type=int, default=0)
     make_data.add_argument("--train", type=int, default=4000, help="training problems (default 4000)")
     make_data.add_argument("--test", type=int, default=200, help="test problems (default 200)")
-    make_data.add_argument("--wordings", type=int, default=1, choices=range(1, len(WORDINGS["add"]) + 1),
-                           metavar="N", help="ask each kind of problem in its first N wordings (1-4, default 1)")
     make_cold_start = commands.add_parser("cold-start", help="write OUT/train.jsonl: the cold-start writer's solutions")
     make_cold_start.add_argument("output_dir")
     make_cold_start.add_argument("--data", required=True, help="folder with train.jsonl (the problems to solve)")
@@ -383,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "data":
         if args.train < 1 or args.test < 1:
             parser.error("--train and --test must be positive")
-        print(write_dataset(args.output_dir, args.seed, args.train, args.test, args.wordings))
+        print(write_dataset(args.output_dir, args.seed, args.train, args.test))
         return
     if not (Path(args.data) / "train.jsonl").is_file():
         parser.error(f"{args.data}: no train.jsonl (write one with: python miniature.py data {args.data})")

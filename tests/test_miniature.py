@@ -64,9 +64,8 @@ def test_every_generated_chain_is_one_the_split_logic_knows():
     assert all(miniature.chain_of(row) == steps_of(row) for row in rows[:200])
 
 
-@pytest.mark.parametrize("wordings", [1, 4])
-def test_rows_have_gsm8k_shape_and_the_gold_is_the_last_calculation(wordings):
-    for row in miniature.make_splits(1, 500, 0, wordings)["train"]:
+def test_rows_have_gsm8k_shape_and_the_gold_is_the_last_calculation():
+    for row in miniature.make_splits(1, 500, 0)["train"]:
         assert set(row) == {"question", "answer"}
         assert row["question"].endswith("?")
         body, gold = row["answer"].split("\n#### ")
@@ -164,59 +163,23 @@ def test_cold_start_writer_stops_early_in_most_two_step_solutions_and_nowhere_el
     assert data.load_raw_split(str(written), "train")[0]["answer"] == cold_rows[0]["answer"]
 
 
-def story_pattern(wording):
-    """A question wording's story (what comes before "How many"), names, objects and numbers as wildcards."""
-    pattern = re.escape(wording.rsplit(" How many", 1)[0])
-    for field, wildcard in {"name": r"\w+", "other": r"\w+", "things": r"\w+", "box": r"\w+", "a": r"\d+", "b": r"\d+",
-                            "c": r"\d+"}.items():  # fmt: skip
-        pattern = pattern.replace(re.escape("{" + field + "}"), wildcard)
-    return re.compile(pattern + " How many")
-
-
-# Every question wording of the generator, as patterns: a hand-written problem must match none of them.
-PATTERNS = {(kind, n): story_pattern(question) for kind, wordings in miniature.WORDINGS.items()
-            for n, (question, _) in enumerate(wordings)}  # fmt: skip
-
-
-def wordings_used(rows):
-    """The (kind, wording number) of each row's question."""
-    return [next(key for key, pattern in PATTERNS.items() if pattern.match(row["question"])) for row in rows]
-
-
-def test_one_wording_asks_every_problem_as_before_and_four_ask_each_kind_in_all_four():
-    one, four = miniature.make_splits(0, 600, 0)["train"], miniature.make_splits(0, 600, 0, wordings=4)["train"]
-    assert {n for _, n in wordings_used(one)} == {0}
-    assert one[0]["question"] == (  # as before there were four
-        "Emma buys 3 jars with 3 pens in each and already had 4 pens. How many pens does Emma have in all?"
-    )
-    assert set(wordings_used(four)) == set(PATTERNS)
-    # The same calculations either way, in the same share of two-step problems: the wording is drawn after them.
-    chains = [miniature.chain_of(row) for row in four]
-    known = miniature.two_step_chains() | {(fact,) for fact in miniature.one_step_facts()}
-    assert set(chains) <= known and abs(sum(len(c) == 2 for c in chains) / len(chains) - miniature.TWO_STEP_SHARE) < 0.06
-
-
-def test_the_demo_asks_in_every_wording():
-    import demo
-
-    assert demo.WORDINGS == len(miniature.WORDINGS["add"]) == 4
-    assert all(len(wordings) == demo.WORDINGS for wordings in miniature.WORDINGS.values())
-
-
-def test_cli_refuses_a_wording_it_does_not_have(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "miniature.py"), "data", str(tmp_path / "d"), "--wordings", "5"],
-                          cwd=REPO, capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 2 and "--wordings" in done.stderr and not (tmp_path / "d").exists()
+# The generator's five question templates, as patterns: a hand-written problem must match none of them.
+TEMPLATES = [
+    r"\w+ has \d+ \w+ and buys \d+ more\. How many",
+    r"\w+ had \d+ \w+ and gave \d+ to \w+\. How many",
+    r"\w+ buys \d+ \w+ with \d+ \w+ in each\. How many",
+    r"\w+ has \d+ \w+ and finds \d+ more, then gives \d+ to \w+\. How many",
+    r"\w+ buys \d+ \w+ with \d+ \w+ in each and already had \d+ \w+\. How many",
+]
 
 
 def test_hand_written_problems_are_in_words_the_generator_never_uses_and_their_gold_is_right():
     rows = read_jsonl(data.SAMPLE_DATA_DIR.parent / "handwritten" / "test.jsonl")[0]
     assert len(rows) == 40 and sum("\n" in row["answer"].split("####")[0].strip() for row in rows) == 24
-    generated = {row["question"] for seed in (0, 1, 2) for wordings in (1, 4)
-                 for row in miniature.make_splits(seed, 2000, 200, wordings)["test"]}  # fmt: skip
+    generated = {row["question"] for seed in (0, 1, 2) for row in miniature.make_splits(seed, 2000, 200)["test"]}
     for row in rows:
-        assert row["question"] not in generated and not any(p.match(row["question"]) for p in PATTERNS.values()), row
+        assert row["question"] not in generated and not any(re.match(t, row["question"]) for t in TEMPLATES), row
         steps = miniature.ANNOTATION.findall(row["answer"])
         assert row["answer"].endswith(f"#### {miniature.evaluate_expression(steps[-1])}")
     # ...while the patterns do catch every generated question (so the check above can fail)
-    assert all(any(p.match(question) for p in PATTERNS.values()) for question in generated)
+    assert all(any(re.match(t, question) for t in TEMPLATES) for question in generated)
