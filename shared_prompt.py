@@ -18,8 +18,8 @@ float rounding of the prompt's activations can differ.
 rows of prompt + completion, and a GRPO batch holds each prompt num_generations times: every copy runs through
 every layer, forward and backward, though only the completion's positions are scored. Wrapped, the backbone runs
 the columns before the first scored position once per distinct row (a GRPO group's prompt, or the system prompt
-all SFT rows begin with), copies their keys and values to the rows (autograd sums the copies' gradients, as the
-full batch would), and runs the rest from that cache at the same positions. The same loss and gradients within
+all SFT rows begin with), copies their keys and values to the rows with index_select (autograd sums the copies'
+gradients in order, as the full batch would, and the same in every run), and runs the rest from that cache at the same positions. The same loss and gradients within
 float32 rounding (tests/test_shared_prompt.py), for fewer tokens through the model.
 torch and transformers are imported inside the functions.
 """
@@ -94,6 +94,16 @@ def generate_reading_prompts_once(model: Any, pad_id: int) -> None:
     model.generate = generate
 
 
+def select_rows(cache: Any, which: Any) -> None:
+    """Each row's copy of its prompt's keys and values, through `index_select`: its backward adds a prompt's
+    copies in order. The cache's own `batch_select_indices` indexes (`keys[which]`), whose backward on the CPU adds
+    the copies with atomic adds from several threads in no fixed order, so that the same step's gradients
+    differed in their last bits from run to run, and a run's sampled answers after a few steps."""
+    for layer in cache.layers:
+        if layer.is_initialized:
+            layer.keys, layer.values = layer.keys.index_select(0, which), layer.values.index_select(0, which)
+
+
 def first_scored_column(labels: Any) -> int | None:
     """The first column where some row has a label (trl masks the prompt with -100), None when none has."""
     scored = (labels != -100).any(dim=0).nonzero()
@@ -151,8 +161,8 @@ def train_reading_prompts_once(model: Any) -> bool:
             own = width - prefix
             own_mask = torch.cat([mask[:1, :prefix].expand(len(distinct), -1), distinct[:, own:]], dim=1)
             head = backbone_forward(input_ids=distinct[:, :own], attention_mask=own_mask, past_key_values=cache, **kwargs)
-            hidden.append(head.last_hidden_state[which])
-        cache.batch_select_indices(which)
+            hidden.append(head.last_hidden_state.index_select(0, which))
+        select_rows(cache, which)
         tail = backbone_forward(input_ids=input_ids[:, width:], attention_mask=attention_mask, past_key_values=cache, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=torch.cat([*hidden, tail.last_hidden_state], dim=1))
 

@@ -190,3 +190,38 @@ def test_sft_loss_pass_reads_the_shared_system_prompt_once(tmp_path):
     once = loss_pass(model, enc["input_ids"], enc["attention_mask"], labels)
     assert_same_pass(plain, once)
     assert once[3] < plain[3]
+
+
+def indexing_backward_nodes(tensor):
+    """How many backward nodes of advanced indexing (`x[rows]`: index_put_ with accumulate) lead to `tensor`."""
+    seen, stack, found = set(), [tensor.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        found += type(node).__name__ == "IndexBackward0"
+        stack.extend(parent for parent, _ in node.next_functions)
+    return found
+
+
+def test_grpo_loss_pass_gives_the_same_gradients_every_time(tmp_path):
+    """Copying a prompt's keys, values and hidden states to its rows by indexing (`keys[which]`) made the step's
+    gradients differ in their last bits from run to run: on the CPU that backward adds a prompt's copies with atomic
+    adds from several threads, in no fixed order. Copied with index_select, they are added in order."""
+    from shared_prompt import train_reading_prompts_once
+
+    folder = build_tiny_model(tmp_path / "tiny")
+    model, tokenizer = fused_lora_model(folder), load(folder)[1]
+    # 2 prompts x 16 rows, shuffled as trl shuffles a step's batch: large enough for the kernels' parallel paths.
+    input_ids, attention_mask, labels = (torch.cat([t] * 4) for t in grpo_batch(tokenizer, model.config.vocab_size))
+    order = torch.randperm(len(input_ids), generator=torch.Generator().manual_seed(0))
+    batch = input_ids[order], attention_mask[order], labels[order]
+    plain_out = model(input_ids=batch[0], attention_mask=batch[1], labels=batch[2], fused_lm_head=True)
+    assert train_reading_prompts_once(model)
+    once_out = model(input_ids=batch[0], attention_mask=batch[1], labels=batch[2], fused_lm_head=True)
+    assert indexing_backward_nodes(once_out.log_probs) == indexing_backward_nodes(plain_out.log_probs)
+    first = loss_pass(model, *batch)[2]
+    for _ in range(4):
+        again = loss_pass(model, *batch)[2]
+        assert all(torch.equal(again[name], gradient) for name, gradient in first.items())
