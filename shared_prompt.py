@@ -19,8 +19,9 @@ rows of prompt + completion, and a GRPO batch holds each prompt num_generations 
 every layer, forward and backward, though only the completion's positions are scored. Wrapped, the backbone runs
 the columns before the first scored position once per distinct row (a GRPO group's prompt, or the system prompt
 all SFT rows begin with), copies their keys and values to the rows with index_select (autograd sums the copies'
-gradients in order, as the full batch would, and the same in every run), and runs the rest from that cache at the same positions. The same loss and gradients within
-float32 rounding (tests/test_shared_prompt.py), for fewer tokens through the model.
+gradients in order, as the full batch would, and the same in every run), and runs the rest from that cache at the
+same positions. The same loss and gradients within float32 rounding (tests/test_shared_prompt.py), for fewer
+tokens through the model.
 torch and transformers are imported inside the functions.
 """
 
