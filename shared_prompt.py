@@ -95,16 +95,6 @@ def generate_reading_prompts_once(model: Any, pad_id: int) -> None:
     model.generate = generate
 
 
-def select_rows(cache: Any, which: Any) -> None:
-    """Each row's copy of its prompt's keys and values, through `index_select`: its backward adds a prompt's
-    copies in order. The cache's own `batch_select_indices` indexes (`keys[which]`), whose backward on the CPU adds
-    the copies with atomic adds from several threads in no fixed order, so that the same step's gradients
-    differed in their last bits from run to run, and a run's sampled answers after a few steps."""
-    for layer in cache.layers:
-        if layer.is_initialized:
-            layer.keys, layer.values = layer.keys.index_select(0, which), layer.values.index_select(0, which)
-
-
 def first_scored_column(labels: Any) -> int | None:
     """The first column where some row has a label (trl masks the prompt with -100), None when none has."""
     scored = (labels != -100).any(dim=0).nonzero()
@@ -163,7 +153,10 @@ def train_reading_prompts_once(model: Any) -> bool:
             own_mask = torch.cat([mask[:1, :prefix].expand(len(distinct), -1), distinct[:, own:]], dim=1)
             head = backbone_forward(input_ids=distinct[:, :own], attention_mask=own_mask, past_key_values=cache, **kwargs)
             hidden.append(head.last_hidden_state.index_select(0, which))
-        select_rows(cache, which)
+        # Each row's copy of its prompt's keys and values. reorder_cache takes them with index_select, whose backward
+        # adds a prompt's copies in order; batch_select_indices indexes (`keys[which]`), whose backward on the CPU adds
+        # them with atomic adds from both threads in no fixed order: other gradients in every run.
+        cache.reorder_cache(which)
         tail = backbone_forward(input_ids=input_ids[:, width:], attention_mask=attention_mask, past_key_values=cache, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=torch.cat([*hidden, tail.last_hidden_state], dim=1))
 
