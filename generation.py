@@ -172,6 +172,10 @@ def speed_line(label: str, completions: list[Completion], start_seconds: float, 
     return f"{label}: {tokens} tokens in {generate_seconds:.1f} s ({rate:.1f} tokens/s), after {start_seconds:.1f} s loading"
 
 
+# Rows that have stopped leave a batch this often (in new tokens): SmolLM2's 200 miniature test problems at 100
+# rows, 128 new tokens, 1.1-1.4x faster at 8, 16 or 32 alike (docs/BENCHMARKS.md).
+STOP_CHECK_TOKENS = 16
+
 # A shared prefix shorter than this is not worth a separate forward pass and a cache copy per batch.
 MIN_SHARED_PREFIX = 16
 
@@ -194,6 +198,7 @@ def generate_with_model(
     label: str = "generate",
     share_prefix: bool = True,
     pack: bool = True,
+    stop_check_every: int = STOP_CHECK_TOKENS,
 ) -> list[Completion]:
     """generate_hf's greedy loop on a model and tokenizer already loaded (bench/gpu_bench.py times it).
 
@@ -203,7 +208,8 @@ def generate_with_model(
     prefix + padding + its own tokens, the padding masked out and the positions counted from the attention mask,
     so every row attends to exactly the tokens and positions it would alone. With `pack`, on the CPU, the weights are
     packed for oneDNN and attention groups its query heads in SDPA while it runs (cpu_decode.py): the same greedy
-    tokens, faster.
+    tokens, faster. Every `stop_check_every` new tokens, the rows that have stopped leave the batch
+    (_generate_dropping_stopped).
     """
     import torch
     from tqdm.auto import tqdm
@@ -231,11 +237,47 @@ def generate_with_model(
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             inputs, cache = _batch_inputs(tokenizer, [token_ids[i] for i in batch], prefix, model.device)
-            output = model.generate(**inputs, past_key_values=cache)
-            for i, row in zip(batch, output[:, inputs["input_ids"].shape[1] :].tolist()):
+            rows = _generate_dropping_stopped(model, inputs, cache, stop_ids, max_new_tokens, stop_check_every)
+            for i, row in zip(batch, rows):
                 completions[i] = to_completion(tokenizer, row, stop_ids)
             bar.update(len(batch))
     return completions  # type: ignore[return-value]
+
+
+def _generate_dropping_stopped(
+    model: Any, inputs: dict[str, Any], cache: Any, stop_ids: list[int], max_new_tokens: int, every: int
+) -> list[list[int]]:
+    """Each row's new token ids (padding after a stop token included), generated `every` tokens at a time.
+
+    One generate call runs until its longest row stops: a batch whose answers are 70 tokens but one of 128 decodes
+    every row for 128 steps. Between calls, the rows that have stopped leave the batch, cache and mask included,
+    and the rest go on from their cache as one call would have (the same greedy tokens: tests/test_generation.py).
+    """
+    import torch
+    from transformers import DynamicCache
+
+    input_ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    cache = cache if cache is not None else DynamicCache(config=model.config)
+    stops = torch.tensor(stop_ids, device=input_ids.device)
+    live = list(range(len(input_ids)))
+    new_ids: list[list[int]] = [[] for _ in live]
+    done = 0
+    while True:
+        step = min(max(every, 1), max_new_tokens - done)
+        output = model.generate(input_ids=input_ids, attention_mask=mask, past_key_values=cache, max_new_tokens=step)
+        new = output[:, input_ids.shape[1] :]
+        for row, ids in zip(live, new.tolist()):
+            new_ids[row] += ids
+        done += step
+        going = (~torch.isin(new, stops).any(dim=1)).nonzero().flatten()
+        if len(going) == 0 or done >= max_new_tokens:
+            break
+        if len(going) < len(live):
+            cache.batch_select_indices(going)
+        live = [live[k] for k in going.tolist()]
+        # The kept rows stopped nowhere: each new token is real, and unmasked.
+        input_ids, mask = output[going], torch.cat([mask, torch.ones_like(new)], dim=1)[going]
+    return new_ids
 
 
 def _prefix_cache(model: Any, token_ids: list[list[int]]) -> tuple[list[int], Any] | None:

@@ -77,6 +77,30 @@ def test_rows_padded_with_eos_still_stop_at_eos(tiny):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("tiny", ["llama"], indirect=True)
+def test_rows_that_stopped_leave_the_batch(tiny):
+    """A batch decodes only the rows still answering once they have been checked, with the same greedy tokens."""
+    prompts = get_gsm8k_questions(split="train", dataset_name=SAMPLES)["prompt"]
+    tokenizer = load_tokenizer(str(tiny))
+    model = load_hf_model(ModelSource("base", str(tiny), str(tiny)))
+    decoding_rows: list[int] = []  # the batch of every one-token forward call
+
+    def count_rows(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] == 1:
+            decoding_rows.append(kwargs["input_ids"].shape[0])
+
+    hook = model.register_forward_pre_hook(count_rows, with_kwargs=True)
+    one_call = generate_with_model(model, tokenizer, prompts, 8, batch_size=len(prompts), stop_check_every=8)
+    assert set(decoding_rows) == {len(prompts)}
+    assert any(not c.cut_off and c.num_tokens <= 6 for c in one_call)  # a row stopped before the last check below
+    decoding_rows.clear()
+    checked = generate_with_model(model, tokenizer, prompts, 8, batch_size=len(prompts), stop_check_every=2)
+    hook.remove()
+    assert [c.token_ids for c in checked] == [c.token_ids for c in one_call]
+    assert decoding_rows[0] == len(prompts) and min(decoding_rows) < len(prompts)
+
+
+@pytest.mark.slow
 def test_generate_hf_chooses_a_batch_when_none_is_given(tiny, capsys):
     prompts = get_gsm8k_questions(split="test", dataset_name=SAMPLES)["prompt"]
     source = ModelSource("base", str(tiny), str(tiny))
