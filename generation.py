@@ -6,8 +6,10 @@ Both engines (this one and vllm_generation.py's) take chat messages (prompts.bui
 greedy with no repetition penalty on both: Qwen's generation_config.json asks for sampling and
 repetition_penalty=1.05, which vLLM ignores when it is given explicit SamplingParams, so this path ignores it too.
 It loads the model with attention.py's grouped-query attention, runs the prompts' shared prefix (the system
-prompt) once and starts every batch from its KV cache, and by default batches as many prompts as roofline.py
-finds this device's decode worth (docs/BENCHMARKS.md, "Generation on the transformers path", measures all three).
+prompt) once and starts every batch from its KV cache, lets the rows that have stopped leave the batch every 16
+new tokens, and by default batches as many prompts as roofline.py finds this device's decode worth
+(docs/BENCHMARKS.md: "Generation on the transformers path" measures the attention, the prefix and the batch;
+"The real-model demo", the rows that leave).
 torch, transformers and peft are imported inside the functions: importing this module is free.
 """
 
