@@ -1,6 +1,6 @@
 """See a real model learn on your CPU: SmolLM2-135M-Instruct, cold-start SFT, then GRPO, on small word problems.
 
-    python demo.py                         # the whole recipe, offline after the fetch, ~14-16 minutes on 2 cores
+    python demo.py                         # the whole recipe, offline after the fetch, ~12-15 minutes on 2 cores
     python demo.py --quick                 # fewer problems and steps (~8 minutes): each stage runs and leaves its mark
     python demo.py --seed 1 --output_dir outputs/demo-1
 

@@ -1,6 +1,6 @@
 """Does the recipe raise accuracy, seed after seed? demo.py for several seeds, one table, failures included.
 
-    python bench/demo_bench.py                              # seeds 0 1 2, ~14-16 minutes each on 2 CPU cores
+    python bench/demo_bench.py                              # seeds 0 1 2, ~12-15 minutes each on 2 CPU cores
     python bench/demo_bench.py --seeds 0 1 2 3 4 --output_dir outputs/demo-bench
     python bench/demo_bench.py --quick                      # demo.py --quick: the test suite's cut-down run
 
