@@ -174,8 +174,8 @@ def speed_line(label: str, completions: list[Completion], start_seconds: float, 
     return f"{label}: {tokens} tokens in {generate_seconds:.1f} s ({rate:.1f} tokens/s), after {start_seconds:.1f} s loading"
 
 
-# Rows that have stopped leave a batch this often (in new tokens): SmolLM2's 200 miniature test problems at 100
-# rows, 128 new tokens, 1.1-1.4x faster at 8, 16 or 32 alike (docs/BENCHMARKS.md).
+# Rows that have stopped leave a batch this often (in new tokens). SmolLM2's 200 miniature test problems at 100
+# rows, 128 new tokens: 1.1-1.4x faster than one generate call; 8 and 32 within noise of 16 (docs/BENCHMARKS.md).
 STOP_CHECK_TOKENS = 16
 
 # A shared prefix shorter than this is not worth a separate forward pass and a cache copy per batch.
